@@ -1,0 +1,173 @@
+"""Typed schemas for the Hydra config: invalid keys or values fail early, naming the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+METHODS = ("baseline", "dpo")
+PAIR_STRATEGIES = ("pass_fail",)
+OUTCOMES = ("failed", "runtime_error", "syntax_error", "timeout", "memory_limit", "crashed")
+
+
+class ConfigError(ValueError):
+    """A config key has an invalid value; the message names the key and what is allowed."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid config: {key} {message}")
+
+
+class Split(str, Enum):
+    train = "train"
+    eval = "eval"
+    all = "all"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "humaneval"
+    source: str = "humaneval"
+    limit: int | None = None
+    split: Split = Split.eval
+    eval_fraction: float = 0.5
+    split_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "dataset.limit", f"must be >= 1 or null, got {self.limit}")
+        _check(0.0 < self.eval_fraction < 1.0, "dataset.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "qwen2.5-coder-0.5b-instruct"
+    path: str = "embedded"
+    gguf_file: str | None = None
+    prompt_format: str = "chat"
+    dtype: str = "auto"
+    random_init: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.prompt_format in ("chat", "completion"), "model.prompt_format",
+               f"must be one of chat, completion; got {self.prompt_format!r}")
+        _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), "model.dtype",
+               f"must be one of auto, bfloat16, float16, float32; got {self.dtype!r}")
+        _check(self.path != "tiny" or self.random_init is not None, "model.random_init", "is required when model.path=tiny")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class PairsConfig:
+    strategies: list[str] = field(default_factory=lambda: ["pass_fail"])
+    max_per_problem: int = 4
+    reject_preference: list[str] = field(default_factory=lambda: list(OUTCOMES))
+    reference_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.strategies if s not in PAIR_STRATEGIES]
+        _check(not bad, "method.pairs.strategies", f"has unknown {bad}; allowed: {list(PAIR_STRATEGIES)}")
+        _check(self.max_per_problem >= 1, "method.pairs.max_per_problem", "must be >= 1")
+        bad = [o for o in self.reject_preference if o not in OUTCOMES]
+        _check(not bad, "method.pairs.reject_preference", f"has unknown {bad}; allowed: {list(OUTCOMES)}")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "dpo"
+    train: bool = True
+    beta: float = 0.1
+    learning_rate: float = 5e-5
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    max_length: int = 1024
+    trainer: dict[str, Any] = field(default_factory=dict)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.name in METHODS, "method", f"must be one of {list(METHODS)}; got {self.name!r}")
+        _check(self.beta > 0, "method.beta", "must be > 0")
+        _check(self.per_device_train_batch_size >= 1, "method.per_device_train_batch_size", "must be >= 1")
+
+
+@dataclass
+class IterationConfig:
+    num_iterations: int = 5
+    steps_per_iteration: int = 500
+
+    def __post_init__(self) -> None:
+        _check(self.num_iterations >= 0, "iteration.num_iterations",
+               f"must be an integer >= 0 (0 evaluates the initial model only); got {self.num_iterations}")
+        _check(self.steps_per_iteration >= 1, "iteration.steps_per_iteration",
+               f"must be an integer >= 1; got {self.steps_per_iteration}")
+
+
+@dataclass
+class SamplerConfig:
+    backend: str = "hf"
+    n: int = 1
+    train_n: int | None = None
+    temperature: float = 0.8
+    train_temperature: float | None = None
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.backend == "hf", "sampler.backend", f"must be one of ['hf']; got {self.backend!r}")
+        _check(self.n >= 1, "sampler.n", f"must be >= 1; got {self.n}")
+        _check(self.train_n is None or self.train_n >= 1, "sampler.train_n", "must be >= 1 or null")
+        for key in ("temperature", "train_temperature"):
+            value = getattr(self, key)
+            _check(value is None or value >= 0, f"sampler.{key}", f"must be >= 0; got {value}")
+        _check(0 < self.top_p <= 1, "sampler.top_p", f"must be in (0, 1]; got {self.top_p}")
+        _check(self.max_new_tokens >= 1, "sampler.max_new_tokens", "must be >= 1")
+        _check(self.batch_size >= 1, "sampler.batch_size", "must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    iteration: IterationConfig = field(default_factory=IterationConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    ks: list[int] = field(default_factory=lambda: [1, 10, 100])
+    progress: bool = True
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(all(k >= 1 for k in self.ks) and bool(self.ks), "ks", f"must be a non-empty list of integers >= 1; got {self.ks}")
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check types, unknown keys and values against the schema; raise ``ConfigError`` naming the key."""
+    from ieta.execute import SandboxConfig
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    try:
+        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
+        SandboxConfig(**run.sandbox)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid config: sandbox: {e}") from None
+    return run

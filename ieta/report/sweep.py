@@ -1,0 +1,113 @@
+"""Sweep report: every job of a Hydra multirun dir, compared in ``<sweep_dir>/summary.md`` and ``figures/``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ieta.io import atomic_write_text
+from ieta.report import figures
+from ieta.report.conclusions import sweep_conclusions
+from ieta.report.loading import (RunData, errors_frame, find_job_dirs, group_runs, job_labels, load_run, loss_frame,
+                                 metrics_frame, slug)
+from ieta.report.run import overview_rows, write_run_report
+from ieta.report.tables import (change_table, comparison_columns, comparison_table, error_reduction_table,
+                                estimates_at, md_table)
+
+log = logging.getLogger(__name__)
+
+
+def _load_jobs(sweep_dir: Path) -> tuple[list[RunData], list[str]]:
+    """Load every finished job (rebuilding its own report); unreadable ones are listed, not fatal."""
+    runs, skipped = [], []
+    for job in find_job_dirs(sweep_dir):
+        try:
+            write_run_report(job)
+            runs.append(load_run(job))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("skipping job %s: %s", job, e)
+            skipped.append(f"`{job.relative_to(sweep_dir)}`: {e}")
+    if not runs:
+        raise FileNotFoundError(f"no job dir with metrics.json under {sweep_dir}")
+    return runs, skipped
+
+
+def _method_section(label: str, runs: list[RunData], metrics: pd.DataFrame, errors: pd.DataFrame,
+                    loss: pd.DataFrame, fig_dir: Path, sweep_dir: Path) -> list[str]:
+    """One method's figures (mean ± std over its jobs when several) and links to its run reports."""
+    name, stem = label.upper(), slug(label)
+    jobs = ", ".join(f"[{r.path.relative_to(sweep_dir)}]({r.path.relative_to(sweep_dir)}/summary.md)"
+                     f" (seed {r.seed})" for r in runs)
+    figs = {
+        "Pass@k Rates": figures.rates_figure(metrics[metrics.metric != "execution_rate"], "metric",
+                                             f"{name}: pass@k over iterations", "Pass rate",
+                                             fig_dir / f"{stem}_pass_rates.png"),
+        "Execution Rates": figures.rates_figure(metrics[metrics.metric == "execution_rate"], "metric",
+                                                f"{name}: execution rate over iterations", "Execution rate",
+                                                fig_dir / f"{stem}_execution_rates.png"),
+        "Error Frequencies": figures.errors_figure(errors, f"{name}: error frequencies, initial vs final",
+                                                   fig_dir / f"{stem}_error_frequencies.png"),
+    }
+    if not loss.empty:
+        figs["Training Loss"] = figures.loss_figure(loss, f"{name}: training loss", fig_dir / f"{stem}_training_loss.png")
+    parts = [f"### {name}", "", f"Jobs: {jobs}", ""]
+    for title, path in figs.items():
+        parts += [f"#### {title}", "", f"![{name} {title}](figures/{path.name})", ""]
+    return parts
+
+
+def write_sweep_report(sweep_dir: Path) -> Path:
+    """Rebuild every job's report, then write the comparison; returns the path of the sweep ``summary.md``."""
+    sweep_dir = Path(sweep_dir)
+    runs, skipped = _load_jobs(sweep_dir)
+    labels = job_labels(runs)
+    groups = group_runs(runs, labels)
+    metrics, errors, loss = (f(runs, labels) for f in (metrics_frame, errors_frame, loss_frame))
+    per = {lbl: metrics[metrics.label == lbl] for lbl in groups}
+    finals = {lbl: estimates_at(m, "final") for lbl, m in per.items()}
+    initials = {lbl: estimates_at(m, "initial") for lbl, m in per.items()}
+    fig_dir = sweep_dir / "figures"
+    for stale in fig_dir.glob("*.png"):
+        stale.unlink()
+    columns = [c for c in comparison_columns(groups) if any(c in f for f in finals.values())]
+    comparison = figures.comparison_figure(finals, columns, fig_dir / "method_comparison.png")
+    dashboard = figures.dashboard_figure(metrics, errors, loss, fig_dir / "comparison_dashboard.png")
+    _write_csv(finals, sweep_dir / "comparison.csv")
+
+    parts = [f"# IETA Framework Experimental Results: `{sweep_dir}`", "", "## Experiment Overview", "",
+             md_table(["Setting", "Value"], [*overview_rows(runs), ["Jobs", len(runs)]]), "",
+             "## Summary of Results", "", "Final iteration of each method. " + _uncertainty_note(groups), "",
+             comparison_table(groups, finals), "",
+             *sorted({f"- {n}" for r in runs for n in r.final.get("notes", [])}), "",
+             "### Change from the initial evaluation", "", change_table(initials, finals), "",
+             "## Error Reduction", ""]
+    for lbl in groups:
+        parts += [f"### {lbl.upper()}", "", error_reduction_table(errors[errors.label == lbl]), ""]
+    parts += ["## Method Comparison", "", f"![Method Comparison](figures/{comparison.name})", "",
+              "## Comprehensive Comparison", "", f"![Comparison Dashboard](figures/{dashboard.name})", "",
+              "## Detailed Results by Method", ""]
+    for lbl, members in groups.items():
+        parts += _method_section(lbl, members, per[lbl], errors[errors.label == lbl], loss[loss.label == lbl],
+                                 fig_dir, sweep_dir)
+    parts += ["## Conclusions", "", *[f"- {c}" for c in sweep_conclusions(groups, finals, initials, errors)], ""]
+    if skipped:
+        parts += ["## Skipped Jobs", "", *[f"- {s}" for s in skipped], ""]
+    out = sweep_dir / "summary.md"
+    atomic_write_text(out, "\n".join(parts))
+    return out
+
+
+def _uncertainty_note(groups: dict[str, list[RunData]]) -> str:
+    if all(len(g) == 1 for g in groups.values()):
+        return "Brackets are 95% bootstrap CIs over problems."
+    return ("Methods with several jobs (seeds) show mean ± std over jobs; single jobs show their 95% bootstrap CI "
+            "over problems in brackets.")
+
+
+def _write_csv(finals: dict, path: Path) -> None:
+    """The comparison table as tidy CSV (method, metric, mean, lo, hi, jobs), e.g. for W&B."""
+    rows = [dict(method=lbl, metric=m, mean=e.mean, lo=e.lo, hi=e.hi, jobs=e.n)
+            for lbl, ests in finals.items() for m, e in ests.items()]
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))

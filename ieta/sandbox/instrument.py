@@ -1,0 +1,87 @@
+"""Rewrite a problem's test code so the parent can trust what the child reports.
+
+Runs in the parent (pure AST work, cached per problem).  In the rewritten test:
+* every comparison goes through ``__ieta_cmp__``, which compares plain-data copies of the operands,
+  so an object whose ``__eq__``/``__lt__`` always returns True cannot pass;
+* every ``assert`` goes through ``__ieta_assert__(idx, ...)``, which records a per-assert result;
+  top-level asserts of ``check`` record and go on (per-assert counts), nested ones raise as usual.
+"""
+
+from __future__ import annotations
+
+import ast
+import marshal
+from dataclasses import dataclass
+from functools import lru_cache
+
+CMP = "__ieta_cmp__"
+ASSERT = "__ieta_assert__"
+
+
+@dataclass(frozen=True)
+class InstrumentedTest:
+    code: bytes               # marshalled code object of the rewritten test, with program line numbers
+    n_asserts: int            # static number of assert statements
+    assert_src: tuple[str, ...]
+    modules: tuple[str, ...]  # top-level modules the test imports (restored before each assert)
+
+
+def _lam(node: ast.expr) -> ast.Lambda:
+    args = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    return ast.Lambda(args=args, body=node)
+
+
+def _mentions(node: ast.AST, name: str) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
+
+
+class _Rewriter(ast.NodeTransformer):
+    def __init__(self, source: str):
+        self.source = source
+        self.asserts: list[str] = []
+        self.candidate = "candidate"
+        self.top_level: set[int] = set()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        if node.name == "check" and node.args.args:
+            self.candidate = node.args.args[0].arg
+            self.top_level = {id(s) for s in node.body if isinstance(s, ast.Assert)}
+        return self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        ops = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
+        rest = [node.comparators[0]] + [_lam(c) for c in node.comparators[1:]]
+        return ast.Call(ast.Name(CMP, ast.Load()), [ops, node.left, *rest], [])
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        idx = len(self.asserts)
+        self.asserts.append((ast.get_source_segment(self.source, node) or ast.unparse(node))[:500])
+        test = node.test
+        # a two-operand comparison keeps its operands, so the harness can report expected/actual
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            left, right = self.visit(test.left), self.visit(test.comparators[0])
+            swap = _mentions(test.comparators[0], self.candidate) and not _mentions(test.left, self.candidate)
+            kind = ast.Constant(type(test.ops[0]).__name__)
+            thunk = _lam(ast.Tuple([left, right], ast.Load()))
+            extra = [kind, ast.Constant(swap)]
+        else:
+            thunk, extra = _lam(self.visit(test)), [ast.Constant(None), ast.Constant(False)]
+        msg = _lam(self.visit(node.msg)) if node.msg is not None else ast.Constant(None)
+        top = ast.Constant(id(node) in self.top_level)
+        call = ast.Call(ast.Name(ASSERT, ast.Load()), [ast.Constant(idx), thunk, *extra, msg, top], [])
+        return ast.copy_location(ast.Expr(call), node)
+
+
+@lru_cache(maxsize=4096)
+def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
+    """Rewrite and compile ``test_src``; line numbers are shifted by ``line_offset`` to match the program."""
+    tree = ast.parse(test_src)
+    rw = _Rewriter(test_src)
+    tree = ast.fix_missing_locations(rw.visit(tree))
+    ast.increment_lineno(tree, line_offset)
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    modules = {a.name.split(".")[0] for n in imports if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in imports if isinstance(n, ast.ImportFrom) and n.module}
+    code = compile(tree, "<test>", "exec", dont_inherit=True)
+    return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts), tuple(sorted(modules)))

@@ -1,0 +1,52 @@
+"""Training stage: TRL DPOTrainer with a fresh PEFT LoRA adapter per iteration.
+
+The reference model of iteration k is the policy at its start: earlier adapters are merged into the weights in
+memory, a new adapter is trained on top, and disabling it (TRL's PEFT reference) gives back that policy. On disk,
+``iter_<k>/adapter`` is therefore a delta on top of the base model with adapters 1..k-1 merged, in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from ieta.config import MethodConfig
+from ieta.io import write_jsonl
+
+
+def as_base_model(model):
+    """Merge a trained adapter into the weights (in memory), so the next iteration starts from this policy."""
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
+              progress: bool = True):
+    """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel."""
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    if not pairs:
+        raise ValueError("no preference pairs to train on")
+    model = as_base_model(model)
+    on_cpu = model.device.type == "cpu"
+    args = DPOConfig(
+        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, beta=cfg.beta,
+        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
+        **cfg.trainer,
+    )
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    tokenizer.padding_side = "right"
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    trainer.model.save_pretrained(out_dir / "adapter")
+    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    return trainer.model
