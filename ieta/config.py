@@ -11,7 +11,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("baseline", "dpo")
 PAIR_STRATEGIES = ("pass_fail",)
-OUTCOMES = ("failed", "runtime_error", "syntax_error", "timeout", "memory_limit", "crashed")
+#: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
+OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")
 
 
 class ConfigError(ValueError):

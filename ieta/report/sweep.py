@@ -80,7 +80,7 @@ def write_sweep_report(sweep_dir: Path) -> Path:
              md_table(["Setting", "Value"], [*overview_rows(runs), ["Jobs", len(runs)]]), "",
              "## Summary of Results", "", "Final iteration of each method. " + _uncertainty_note(groups), "",
              comparison_table(groups, finals), "",
-             *sorted({f"- {n}" for r in runs for n in r.final.get("notes", [])}), "",
+             *[f"- {n}" for n in _column_notes(runs, finals, comparison_columns(groups))], "",
              "### Change from the initial evaluation", "", change_table(initials, finals), "",
              "## Error Reduction", ""]
     for lbl in groups:
@@ -104,6 +104,15 @@ def _uncertainty_note(groups: dict[str, list[RunData]]) -> str:
         return "Brackets are 95% bootstrap CIs over problems."
     return ("Methods with several jobs (seeds) show mean ± std over jobs; single jobs show their 95% bootstrap CI "
             "over problems in brackets.")
+
+
+def _column_notes(runs: list[RunData], finals: dict, columns: list[str]) -> list[str]:
+    """Why a column shows —: omitted for too few samples (from metrics.json), or not a configured k."""
+    notes = sorted({n for r in runs for n in r.final.get("notes", [])})
+    for m in columns:
+        if not any(m in f for f in finals.values()) and not any(n.startswith(f"{m} omitted") for n in notes):
+            notes.append(f"{m} not measured: {m.split('@')[-1]} is not in the configured ks")
+    return notes
 
 
 def _write_csv(finals: dict, path: Path) -> None:

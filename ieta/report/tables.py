@@ -74,8 +74,8 @@ def iteration_table(run: RunData, metrics: pd.DataFrame) -> str:
 
 
 def comparison_columns(groups: dict[str, list[RunData]]) -> list[str]:
-    """Configured pass@k (omitted ones included, shown as —), any other recorded rate, execution rate."""
-    ks = sorted({int(k) for runs in groups.values() for r in runs for k in r.info.get("ks", [])})
+    """Pass@1/10/100 and configured ks (shown as — when not measured), any other recorded rate, execution rate."""
+    ks = sorted({1, 10, 100} | {int(k) for runs in groups.values() for r in runs for k in r.info.get("ks", [])})
     names = [f"pass@{k}" for k in ks]
     for runs in groups.values():
         names += [m for r in runs for m in metric_names(r.final) if m not in names]
@@ -85,7 +85,7 @@ def comparison_columns(groups: dict[str, list[RunData]]) -> list[str]:
 def comparison_table(groups: dict[str, list[RunData]], finals: dict[str, dict[str, Estimate]]) -> str:
     """Methods × rates at the final iteration."""
     cols = comparison_columns(groups)
-    rows = [[f"**{label}**", len(groups[label]), *(str(finals[label][m]) if m in finals[label] else "— (omitted)"
+    rows = [[f"**{label}**", len(groups[label]), *(str(finals[label][m]) if m in finals[label] else "—"
                                                    for m in cols)] for label in groups]
     return md_table(["Method", "Jobs", *map(display_name, cols)], rows)
 

@@ -1,0 +1,45 @@
+from ieta.config import PairsConfig
+from ieta.data import Problem
+from ieta.pairs import build_pairs
+
+P = Problem("t/0", "def f():\n", "def check(c):\n    assert c() == 1\n", "f", "    return 1\n")
+
+
+def rec(cid, passed, outcome, completion=None, task="t/0"):
+    return {"task_id": task, "completion_id": cid, "completion": completion or f"    return {cid}\n",
+            "passed": passed, "outcome": outcome, "error_type": None if passed else "X"}
+
+
+def build(executions, cfg=PairsConfig(), refs=()):
+    return build_pairs([P], executions, cfg, prompt_for=lambda p: "PROMPT", iteration=1, references=refs)
+
+
+def test_pass_fail_pairs_prefer_runtime_errors_and_record_provenance():
+    ex = [rec(0, True, "passed"), rec(1, False, "failed"), rec(2, False, "runtime_error")]
+    pairs = build(ex, PairsConfig(max_per_problem=1))
+    assert len(pairs) == 1
+    p = pairs[0]
+    assert (p["chosen_id"], p["rejected_id"], p["rejected_outcome"]) == (0, 2, "runtime_error")
+    assert p["prompt"] == "PROMPT" and p["chosen"].endswith("```") and p["iteration"] == 1
+
+
+def test_cap_and_dedup():
+    ex = [rec(0, True, "passed"), rec(1, True, "passed", "    return 11\n"), rec(2, True, "passed", "    return 11\n")]
+    ex += [rec(i, False, "failed") for i in range(3, 9)]
+    pairs = build(ex, PairsConfig(max_per_problem=4))
+    assert len(pairs) == 4
+    assert len({(p["chosen"], p["rejected"]) for p in pairs}) == 4
+    assert {p["chosen_id"] for p in pairs} == {0, 1}  # sample 2 duplicates sample 1
+
+
+def test_no_pairs_without_both_sides():
+    assert build([rec(0, True, "passed")]) == []
+    assert build([rec(0, False, "failed")], PairsConfig(reference_fallback=False)) == []
+
+
+def test_reference_fallback_needs_a_passing_reference():
+    failing = [rec(0, False, "syntax_error")]
+    ref = rec("reference", True, "passed", P.canonical_solution)
+    pairs = build(failing, refs=[ref])
+    assert len(pairs) == 1 and pairs[0]["strategy"] == "pass_fail_reference"
+    assert build(failing, refs=[dict(ref, passed=False, outcome="failed")]) == []
