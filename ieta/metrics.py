@@ -37,7 +37,10 @@ def per_problem_counts(executions: Sequence[dict]) -> dict[str, tuple[int, int]]
 
 
 def bootstrap_ci(
-    values: np.ndarray, weights: np.ndarray | None = None, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    values: np.ndarray,
+    weights: np.ndarray | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> list[float]:
     """Percentile CI of the (weighted) mean of one value per problem, resampling problems.
 
@@ -77,7 +80,8 @@ def compute_metrics(executions: Sequence[dict], ks: Sequence[int]) -> dict:
     metrics["num_problems"] = len(counts)
     metrics["num_samples"] = len(executions)
     metrics["ci"] = _problem_cis(executions, counts, [k for k in ks if k <= min_n])
-    metrics["bootstrap"] = {"level": CI_LEVEL, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "problem"}
+    metrics["bootstrap"] = {"level": CI_LEVEL, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
+                            "unit": "problem"}
     return metrics
 
 

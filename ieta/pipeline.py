@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from ieta.config import RunConfig
 from ieta.data import Problem, load_problems, select_splits
 from ieta.evaluate import evaluate, sample_and_execute
-from ieta.execute import SandboxConfig, execute_samples, sandbox_info
+from ieta.execute import SandboxConfig, execute_samples
+from ieta.sandbox import sandbox_info
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
 from ieta.models import load_model, load_tokenizer, pick_device
 from ieta.pairs import build_pairs

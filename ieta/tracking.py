@@ -142,7 +142,9 @@ def _hydra_sweep_group() -> str | None:
     return sweep_group(HydraConfig.get().sweep.dir)
 
 
-def _start_wandb(logger: DictConfig, run_dir: Path, name: str, group: str | None, config: dict, job_type: str) -> Tracker:
+def _start_wandb(
+    logger: DictConfig, run_dir: Path, name: str, group: str | None, config: dict, job_type: str
+) -> Tracker:
     import wandb
 
     run_dir.mkdir(parents=True, exist_ok=True)

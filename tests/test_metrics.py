@@ -16,7 +16,8 @@ def _record(task: str, outcome: str, error: str | None = None) -> dict:
 def _executions() -> list[dict]:
     """Three problems × four samples: 2, 1 and 0 passing; one TypeError, one SyntaxError."""
     recs = [_record("a", "passed"), _record("a", "passed"), _record("a", "failed", "AssertionError"),
-            _record("a", "runtime_error", "TypeError"), _record("b", "passed"), _record("b", "syntax_error", "SyntaxError")]
+            _record("a", "runtime_error", "TypeError"), _record("b", "passed"),
+            _record("b", "syntax_error", "SyntaxError")]
     recs += [_record("b", "failed", "AssertionError")] * 2 + [_record("c", "failed", "AssertionError")] * 4
     return recs
 
@@ -34,7 +35,8 @@ def test_compute_metrics_values() -> None:
     assert m["omitted_ks"] == [10] and "pass@10" not in m
     assert m["notes"] == ["pass@10 omitted: it needs at least 10 samples per problem, the smallest problem has 4"]
     assert m["execution_rate"] == pytest.approx(10 / 12)
-    assert m["error_frequencies"] == pytest.approx({"AssertionError": 7 / 12, "SyntaxError": 1 / 12, "TypeError": 1 / 12})
+    expected = {"AssertionError": 7 / 12, "SyntaxError": 1 / 12, "TypeError": 1 / 12}
+    assert m["error_frequencies"] == pytest.approx(expected)
     assert m["num_problems"] == 3 and m["num_samples"] == 12
 
 

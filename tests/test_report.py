@@ -12,7 +12,9 @@ from ieta.metrics import compute_metrics
 from ieta.report import write_run_report, write_sweep_report
 from ieta.report.__main__ import main as report_main
 
-ERRORS = {"runtime_error": ["TypeError", "IndexError", "ValueError", "NameError"], "syntax_error": ["SyntaxError"]}
+#: Error types an outcome may carry (execution records have error_type null when passed).
+ERRORS = {"passed": [None], "failed": ["AssertionError"], "syntax_error": ["SyntaxError"],
+          "runtime_error": ["TypeError", "IndexError", "ValueError", "NameError"]}
 
 
 def _executions(rng: random.Random, p_pass: float, p_exec: float, problems: int, n: int) -> list[dict]:
@@ -21,7 +23,7 @@ def _executions(rng: random.Random, p_pass: float, p_exec: float, problems: int,
         for j in range(n):
             u = rng.random()
             outcome = "passed" if u < p_pass else "failed" if u < p_exec else rng.choice(["runtime_error", "syntax_error"])
-            error = None if outcome == "passed" else "AssertionError" if outcome == "failed" else rng.choice(ERRORS[outcome])
+            error = rng.choice(ERRORS[outcome])
             records.append(dict(task_id=f"HumanEval/{t}", completion_id=j, completion=f"    return {j}\n",
                                 passed=outcome == "passed", outcome=outcome, error_type=error,
                                 message=None if error is None else f"{error}: boom", line=None if error is None else 3))
@@ -31,7 +33,7 @@ def _executions(rng: random.Random, p_pass: float, p_exec: float, problems: int,
 def make_run(run_dir: Path, method: str, seed: int = 0, iterations: int = 2, n: int = 5, problems: int = 12,
              gain: float = 0.1, split: str = "eval", overrides: list[str] | None = None) -> Path:
     """Write a run dir the way the pipeline does; ``gain`` is the per-iteration rise in pass probability."""
-    rng = random.Random(hash((method, seed)) % 1000)
+    rng = random.Random(f"{method}-{seed}")
     info = dict(method=method, model="tiny-qwen", dataset="humaneval", split=split, same_set_evaluation=split == "all",
                 num_iterations=iterations, steps_per_iteration=3, seed=seed,
                 sampler=dict(n=n, temperature=0.8, max_new_tokens=64), ks=[1, 10, 100], num_train_problems=problems,

@@ -39,12 +39,13 @@ def _errors_sentence(errors: pd.DataFrame) -> str | None:
     return "; ".join(parts) + "."
 
 
-def _notes(runs: list[RunData]) -> list[str]:
+def _notes(runs: list[RunData], omitted: bool = True) -> list[str]:
+    """Caveats: same-set evaluation, and (``omitted``) the ks left out for too few samples."""
     out = []
     if any(r.info.get("same_set_evaluation") for r in runs):
         out.append("Evaluation used the same problems as training (same-set evaluation), so gains measure fit "
                    "to those problems, not generalisation to unseen ones.")
-    out += sorted({n for r in runs for n in r.final.get("notes", [])})
+    out += sorted({n for r in runs for n in r.final.get("notes", [])}) if omitted else []
     return out
 
 
@@ -66,7 +67,7 @@ def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame) -
     if not run.trains and len(run.records) > 1:
         out.append("This run logged no training loss, so differences between iterations reflect sampling "
                    "variation, not learning.")
-    sentence = _errors_sentence(errors)
+    sentence = _errors_sentence(errors) if len(run.records) > 1 else None
     return out + ([sentence] if sentence else []) + _notes([run])
 
 
@@ -96,5 +97,5 @@ def sweep_conclusions(groups: dict[str, list[RunData]], finals: dict[str, dict[s
         sentence = _errors_sentence(errors[errors.label == lbl])
         if a and b:
             out.append(f"{lbl}: Pass@1 {a.mean:.3f} → {b.mean:.3f} ({b.mean - a.mean:+.3f}) from the initial to the "
-                       f"final evaluation. " + (sentence or ""))
-    return out + _notes([r for runs in groups.values() for r in runs])
+                       f"final evaluation." + (f" {sentence}" if sentence else ""))
+    return out + _notes([r for runs in groups.values() for r in runs], omitted=False)

@@ -140,8 +140,9 @@ def comparison_figure(finals: dict[str, dict[str, Estimate]], columns: list[str]
     ax = axes[0, 0]
     _comparison_bars(ax, finals, columns, _palette(list(finals)))
     ax.set_title("Method comparison at the final iteration")
-    ax.legend(title="error bars: 95% CI (1 job)\nor ± 1 std (several seeds)", fontsize=9, title_fontsize=8,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    kinds = sorted({e.kind for f in finals.values() for e in f.values()})
+    ax.legend(title="error bars:\n" + "\nor ".join(kinds), fontsize=9, title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

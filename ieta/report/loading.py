@@ -68,8 +68,11 @@ def load_run(run_dir: Path) -> RunData:
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
     """Job dirs below a sweep dir (those holding ``metrics.json``), in natural order (0, 1, ..., 10)."""
     jobs = [p.parent for p in Path(sweep_dir).rglob("metrics.json") if p.parent != Path(sweep_dir)]
-    key = lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p.relative_to(sweep_dir)))]  # noqa: E731
-    return sorted(jobs, key=key)
+    return sorted(jobs, key=lambda p: _natural(str(p.relative_to(sweep_dir))))
+
+
+def _natural(text: str) -> list[int | str]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text)]
 
 
 def job_labels(runs: list[RunData]) -> list[str]:
@@ -80,7 +83,9 @@ def job_labels(runs: list[RunData]) -> list[str]:
     """
     parsed = [dict(o.lstrip("+~").split("=", 1) for o in r.overrides if "=" in o) for r in runs]
     keys = sorted({k for p in parsed for k in p})
-    varying = [k for k in keys if k not in (*REPLICATE_KEYS, "method") and len({p.get(k) for p in parsed}) > 1]
+    methods = {r.method for r in runs}
+    varying = [k for k in keys if k not in (*REPLICATE_KEYS, "method") and len({p.get(k) for p in parsed}) > 1
+               and len({(r.method, p.get(k)) for r, p in zip(runs, parsed)}) > len(methods)]  # adds to method
     return [", ".join([r.method, *(f"{k}={p.get(k)}" for k in varying)]) for r, p in zip(runs, parsed)]
 
 

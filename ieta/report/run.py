@@ -10,6 +10,7 @@ from ieta.report.conclusions import run_conclusions
 from ieta.report.loading import RunData, errors_frame, load_run, loss_frame, metrics_frame
 from ieta.report.tables import error_reduction_table, iteration_table, md_table
 
+CI_NOTE = "Intervals are 95% percentile-bootstrap CIs over problems (seed and resamples in `metrics.json`)."
 SAME_SET_BANNER = ("> **Same-set evaluation**: this run was evaluated on the problems it trained on "
                    "(`split={split}`); its scores are not a held-out measure.")
 
@@ -32,7 +33,8 @@ def overview_rows(runs: list[RunData]) -> list[list[str]]:
         ["Iterations", value(lambda i: i.get("num_iterations", "—"))],
         ["Training steps per iteration", value(lambda i: i.get("steps_per_iteration", "—"))],
         ["Split", value(split_text)],
-        ["Train / eval problems", value(lambda i: f"{i.get('num_train_problems', '—')} / {i.get('num_eval_problems', '—')}")],
+        ["Train / eval problems",
+         value(lambda i: f"{i.get('num_train_problems', '—')} / {i.get('num_eval_problems', '—')}")],
         ["Samples per problem (n)", value(sampler("n"))],
         ["Temperature", value(sampler("temperature"))],
         ["Max new tokens", value(sampler("max_new_tokens"))],
@@ -67,7 +69,7 @@ def write_run_report(run_dir: Path) -> Path:
         parts += [SAME_SET_BANNER.format(split=run.info.get("split", "all")), ""]
     parts += [md_table(["Setting", "Value"], overview_rows([run])), "", "## Summary of Results", "",
               iteration_table(run, metrics), "",
-              "Intervals are 95% percentile-bootstrap CIs over problems (seed and resamples in `metrics.json`).", "",
+              *([CI_NOTE, ""] if run.final.get("ci") else []),
               *[f"- {n}" for n in run.final.get("notes", [])], "", "## Error Reduction", "",
               "Fraction of all samples with each error type, before training and after the last iteration.", "",
               error_reduction_table(errors), "", "## Figures", ""]

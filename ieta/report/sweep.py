@@ -51,7 +51,8 @@ def _method_section(label: str, runs: list[RunData], metrics: pd.DataFrame, erro
                                                    fig_dir / f"{stem}_error_frequencies.png"),
     }
     if not loss.empty:
-        figs["Training Loss"] = figures.loss_figure(loss, f"{name}: training loss", fig_dir / f"{stem}_training_loss.png")
+        figs["Training Loss"] = figures.loss_figure(loss, f"{name}: training loss",
+                                                    fig_dir / f"{stem}_training_loss.png")
     parts = [f"### {name}", "", f"Jobs: {jobs}", ""]
     for title, path in figs.items():
         parts += [f"#### {title}", "", f"![{name} {title}](figures/{path.name})", ""]
@@ -76,7 +77,10 @@ def write_sweep_report(sweep_dir: Path) -> Path:
     dashboard = figures.dashboard_figure(metrics, errors, loss, fig_dir / "comparison_dashboard.png")
     _write_csv(finals, sweep_dir / "comparison.csv")
 
-    parts = [f"# IETA Framework Experimental Results: `{sweep_dir}`", "", "## Experiment Overview", "",
+    same_set = [r for r in runs if r.info.get("same_set_evaluation")]
+    banner = [f"> **Same-set evaluation** in {len(same_set)} of {len(runs)} jobs: they were evaluated on the "
+              "problems they trained on, so their scores are not held-out measures.", ""] if same_set else []
+    parts = [f"# IETA Framework Experimental Results: `{sweep_dir}`", "", "## Experiment Overview", "", *banner,
              md_table(["Setting", "Value"], [*overview_rows(runs), ["Jobs", len(runs)]]), "",
              "## Summary of Results", "", "Final iteration of each method. " + _uncertainty_note(groups), "",
              comparison_table(groups, finals), "",
@@ -107,11 +111,17 @@ def _uncertainty_note(groups: dict[str, list[RunData]]) -> str:
 
 
 def _column_notes(runs: list[RunData], finals: dict, columns: list[str]) -> list[str]:
-    """Why a column shows —: omitted for too few samples (from metrics.json), or not a configured k."""
-    notes = sorted({n for r in runs for n in r.final.get("notes", [])})
+    """Why a column shows —: omitted for too few samples per problem, or not a configured k."""
+    notes = []
     for m in columns:
-        if not any(m in f for f in finals.values()) and not any(n.startswith(f"{m} omitted") for n in notes):
-            notes.append(f"{m} not measured: {m.split('@')[-1]} is not in the configured ks")
+        k = m.split("@")[-1]
+        short = [r for r in runs if k.isdigit() and int(k) in r.final.get("omitted_ks", [])]
+        if short:
+            ns = ", ".join(dict.fromkeys(str(r.info.get("sampler", {}).get("n", "?")) for r in short))
+            notes.append(f"{m} omitted in {len(short)} of {len(runs)} jobs: it needs at least {k} samples per problem "
+                         f"(those jobs drew n = {ns})")
+        elif not any(m in f for f in finals.values()):
+            notes.append(f"{m} not measured: {k} is not in the configured ks")
     return notes
 
 

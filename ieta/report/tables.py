@@ -113,8 +113,10 @@ def reduction(initial: float, final: float) -> str:
 
 def error_reduction_rows(errors: pd.DataFrame) -> list[tuple[str, float, float]]:
     """(type, initial, final) averaged over jobs, most frequent initial first, then the total."""
+    if errors.empty:
+        return []
     wide = errors.pivot_table(index="error_type", columns="stage", values="frequency", aggfunc="mean").fillna(0.0)
-    wide = wide[(wide.get("initial", 0) > 0) | (wide.get("final", 0) > 0)]
+    wide = wide[(wide.initial > 0) | (wide.final > 0)]
     if wide.empty:
         return []
     wide = wide.sort_values(["initial", "final"], ascending=False)

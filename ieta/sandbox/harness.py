@@ -15,6 +15,8 @@ import marshal  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
+import tracer as _tracer  # noqa: E402
+
 _write, _exit, _mdumps, _mloads = os.write, os._exit, marshal.dumps, marshal.loads
 _SCALARS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _BLOCKED = {"sys._getframe": ValueError, "sys._current_frames": ValueError, "sys.settrace": RuntimeError,
@@ -138,3 +140,138 @@ def exc_record(e, guard, where=None):
     if where is not None:
         rec["assert"] = where
     return rec
+
+
+def run(req, fd):
+    """Load the candidate, run the rewritten tests and stream the report; ends the process."""
+    nonce = req.pop("nonce")
+
+    def emit(kind, payload):
+        body = _mdumps((kind, payload))
+        data = memoryview(nonce + len(body).to_bytes(4, "little") + body)
+        while data:
+            data = data[_write(fd, data):]
+
+    guard = make_guard()
+    pristine = dict(vars(_builtins))
+    snapshots = {}
+    for name in req["modules"]:
+        try:
+            module = __import__(name)
+            snapshots[name] = (module, dict(vars(module)))
+        except BaseException:
+            pass
+
+    def restore():
+        for name, (module, snap) in snapshots.items():
+            sys.modules[name] = module
+            d = vars(module)
+            for k, v in snap.items():
+                if d.get(k) is not v:
+                    d[k] = v
+
+    passed, failed, state = set(), set(), {"first": None}
+
+    def record_fail(idx, info):
+        failed.add(idx)
+        if state["first"] is None:
+            state["first"] = info
+            emit("fail", info)
+
+    def truth(v):
+        return bool(plain(v))
+
+    def assert_(idx, thunk, op, swap, msg, top):
+        restore()
+        try:
+            if op is None:
+                ok = truth(thunk())
+            elif op == "Not":
+                ok = not truth(thunk())
+            else:
+                a, b = thunk()
+                ok = compare(op, a, b)
+        except BaseException as e:
+            record_fail(idx, exc_record(e, guard, idx))
+            if top:
+                return
+            raise AssertFailed() from None
+        if ok:
+            if idx not in passed:
+                passed.add(idx)
+                emit("ok", idx)
+            return
+        info = {"exception": "AssertionError", "message": "", "frames": [], "assert": idx}
+        if msg is not None:
+            try:
+                info["message"] = safe_repr(msg(), 500).strip("'\"")
+            except BaseException:
+                pass
+        if op not in (None, "Not"):
+            actual, expected = (b, a) if swap else (a, b)
+            info["expected"], info["actual"] = safe_repr(expected), safe_repr(actual)
+        record_fail(idx, info)
+        if not top:
+            raise AssertFailed()
+
+    def cmp(ops, a, b, *rest):
+        for i, op in enumerate(ops):
+            if i:
+                b = rest[i - 1]()
+            if not compare(op, a, b):
+                return False
+            a = b
+        return True
+
+    for name in ("harness", "zygote", "tracer"):
+        sys.modules.pop(name, None)
+    flush = None
+    try:
+        code = compile(req["candidate"], "<candidate>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+        rec = exc_record(e, guard)
+        rec["phase"] = "compile"
+        emit("syntax" if isinstance(e, SyntaxError) else "error", rec)
+        _finish(emit, passed, failed, state, True)
+    if req.get("trace"):
+        flush = _tracer.install(emit, safe_repr, req["trace_max_events"], req["trace_repr_chars"])
+    guard["armed"] = True
+    errored = False
+    g = {}
+    try:
+        exec(code, g)
+    except BaseException as e:
+        rec = exc_record(e, guard)
+        rec["phase"] = "load"
+        emit("error", rec)
+        errored = True
+    if not errored:
+        tg = {k: v for k, v in g.items() if k not in pristine or k.startswith("__")}
+        tg.update({"__builtins__": pristine, "__ieta_cmp__": cmp, "__ieta_assert__": assert_})
+        try:
+            restore()
+            exec(_mloads(req["test"]), tg)
+            check, entry = tg["check"], req["entry_point"]
+            if entry not in tg:
+                raise NameError(f"name {entry!r} is not defined")
+            check(tg[entry])
+        except AssertFailed:
+            pass
+        except BaseException as e:
+            if state["first"] is None:
+                rec = exc_record(e, guard)
+                rec["phase"] = "test"
+                emit("error", rec)
+            errored = True
+    if flush is not None:
+        flush()
+    _finish(emit, passed, failed, state, errored)
+
+
+def _finish(emit, passed, failed, state, errored):
+    emit("done", {"asserts_passed": len(passed - failed), "clean": not errored and state["first"] is None and not failed})
+    try:
+        sys.__stdout__.flush()
+    except BaseException:
+        pass
+    _exit(0)

@@ -23,6 +23,7 @@ class InstrumentedTest:
     code: bytes               # marshalled code object of the rewritten test, with program line numbers
     n_asserts: int            # static number of assert statements
     assert_src: tuple[str, ...]
+    assert_lines: tuple[int, ...]  # program line of each assert
     modules: tuple[str, ...]  # top-level modules the test imports (restored before each assert)
 
 
@@ -39,6 +40,7 @@ class _Rewriter(ast.NodeTransformer):
     def __init__(self, source: str):
         self.source = source
         self.asserts: list[str] = []
+        self.lines: list[int] = []
         self.candidate = "candidate"
         self.top_level: set[int] = set()
 
@@ -57,6 +59,7 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         idx = len(self.asserts)
         self.asserts.append((ast.get_source_segment(self.source, node) or ast.unparse(node))[:500])
+        self.lines.append(node.lineno)
         test = node.test
         # a two-operand comparison keeps its operands, so the harness can report expected/actual
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
@@ -65,6 +68,8 @@ class _Rewriter(ast.NodeTransformer):
             kind = ast.Constant(type(test.ops[0]).__name__)
             thunk = _lam(ast.Tuple([left, right], ast.Load()))
             extra = [kind, ast.Constant(swap)]
+        elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            thunk, extra = _lam(self.visit(test.operand)), [ast.Constant("Not"), ast.Constant(False)]
         else:
             thunk, extra = _lam(self.visit(test)), [ast.Constant(None), ast.Constant(False)]
         msg = _lam(self.visit(node.msg)) if node.msg is not None else ast.Constant(None)
@@ -84,4 +89,5 @@ def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
     modules = {a.name.split(".")[0] for n in imports if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module.split(".")[0] for n in imports if isinstance(n, ast.ImportFrom) and n.module}
     code = compile(tree, "<test>", "exec", dont_inherit=True)
-    return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts), tuple(sorted(modules)))
+    return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts),
+                            tuple(n + line_offset for n in rw.lines), tuple(sorted(modules)))

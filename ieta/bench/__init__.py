@@ -1,0 +1,1 @@
+"""Benchmarks, run as ``python -m ieta.bench <name> [args]``; each is a module with ``main(argv) -> int``."""

@@ -1,0 +1,160 @@
+"""Execute samples against their problems' tests in the sandbox; the pipeline and the CLI share this.
+
+Samples file policy: every line is validated before anything runs.  A bad JSON line, an unknown
+``task_id`` or a missing/ill-typed field is reported with its line number and nothing is executed
+(exit code 2), unless ``--skip-invalid`` is given: then the valid samples run, and the invalid lines
+are listed (file:line and reason) on stderr and in ``<out>.rejected.jsonl``.  No valid record is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from ieta.data import Problem, load_problems
+from ieta.io import write_jsonl
+from ieta.sandbox import SandboxConfig, isolation_summary
+from ieta.sandbox.instrument import instrument_test
+from ieta.sandbox.report import build_record
+from ieta.sandbox.runner import Pool
+
+__all__ = ["SandboxConfig", "execute_samples", "load_samples", "main"]
+
+
+def _problem_map(problems: Mapping[str, Problem] | Sequence[Problem]) -> dict[str, Problem]:
+    if isinstance(problems, Mapping):
+        return dict(problems)
+    return {p.task_id: p for p in problems}
+
+
+def validate_sample(sample: object, problems: Mapping[str, Problem]) -> str | None:
+    """Why ``sample`` cannot run, or ``None``."""
+    if not isinstance(sample, dict):
+        return f"expected a JSON object, got {type(sample).__name__}"
+    for key in ("task_id", "completion"):
+        if not isinstance(sample.get(key), str):
+            return f"missing or non-string field {key!r}"
+    if sample["task_id"] not in problems:
+        return f"unknown task_id {sample['task_id']!r}"
+    return None
+
+
+def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bool) -> tuple[dict, object]:
+    candidate = problem.prompt + completion
+    test = instrument_test(problem.test, (candidate + "\n").count("\n"))
+    req = {"candidate": candidate, "test": test.code, "entry_point": problem.entry_point, "modules": test.modules,
+           "nonce": os.urandom(16), "timeout": min(config.timeout, 1.0) if trace else config.timeout,
+           "trace": trace, "trace_max_events": config.trace_max_events, "trace_repr_chars": config.trace_repr_chars}
+    return req, test
+
+
+def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples: Sequence[dict],
+                    config: SandboxConfig | None = None, progress: bool = True) -> list[dict]:
+    """One record per sample, in input order (see ``ieta.sandbox.report`` for the fields).
+
+    Failing samples are re-run under the line tracer (if ``config.trace``) so passing ones pay nothing.
+    """
+    config = config or SandboxConfig()
+    pmap = _problem_map(problems)
+    for i, s in enumerate(samples):
+        if (why := validate_sample(s, pmap)) is not None:
+            raise ValueError(f"sample {i}: {why}")
+    if not samples:
+        return []
+    counters: dict[str, int] = defaultdict(int)
+    records = []
+    for s in samples:
+        rec = dict(s)
+        if rec.get("completion_id") is None:
+            rec["completion_id"] = counters[s["task_id"]]
+        counters[s["task_id"]] += 1
+        records.append(rec)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(samples), desc="execute", unit="sample", disable=not progress, dynamic_ncols=True)
+    with Pool(config) as pool:
+        isolation = isolation_summary(pool.info | {"backend": config.backend})
+        jobs = [_request(pmap[s["task_id"]], s["completion"], config, trace=False) for s in samples]
+        for rec, s, (req, test), resp in zip(records, samples, jobs, pool.map((j[0] for j in jobs), bar.update)):
+            p = pmap[s["task_id"]]
+            rec.update(build_record(resp, req["nonce"], p.prompt + s["completion"], p.test, p.entry_point, test, config))
+            rec["isolation"] = isolation
+        bar.close()
+        failing = [i for i, r in enumerate(records) if not r["passed"] and r["outcome"] != "syntax_error"]
+        if config.trace and failing:
+            traced = [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace=True)
+                      for i in failing]
+            for i, (req, test), resp in zip(failing, traced, pool.map(j[0] for j in traced)):
+                p = pmap[samples[i]["task_id"]]
+                again = build_record(resp, req["nonce"], p.prompt + samples[i]["completion"], p.test,
+                                     p.entry_point, test, config)
+                records[i]["line_trace"] = again["line_trace"] or []
+    return records
+
+
+def load_samples(path: str, problems: Mapping[str, Problem]) -> tuple[list[dict], list[dict]]:
+    """``(valid, rejected)``; a rejected entry names its line: ``{"line": "file:12", "error": ...}``."""
+    valid, rejected = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                rejected.append({"line": f"{path}:{lineno}", "error": f"invalid JSON ({e.msg})"})
+                continue
+            if (why := validate_sample(record, problems)) is not None:
+                rejected.append({"line": f"{path}:{lineno}", "error": why})
+            else:
+                valid.append(record)
+    return valid, rejected
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ieta.execute", description=__doc__.split("\n")[0])
+    ap.add_argument("--problems", required=True, help="'humaneval' or a JSONL file in HumanEval's schema")
+    ap.add_argument("--samples", required=True, help="JSONL with task_id and completion per line")
+    ap.add_argument("--out", required=True, help="results JSONL, one record per sample, input order")
+    ap.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
+    ap.add_argument("--timeout", type=float, default=None, help="per-sample wall clock, seconds")
+    ap.add_argument("--backend", choices=("process", "bwrap"), default=None, help="sandbox back-end")
+    ap.add_argument("--no-trace", action="store_true", help="skip line traces of failing samples")
+    ap.add_argument("--skip-invalid", action="store_true",
+                    help="run the valid samples and list invalid lines instead of stopping")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in (("workers", args.workers), ("timeout", args.timeout),
+                                   ("backend", args.backend)) if v is not None}
+    try:
+        config = SandboxConfig(**overrides, **({"trace": False} if args.no_trace else {}))
+        problems = {p.task_id: p for p in load_problems(args.problems)}
+        samples, rejected = load_samples(args.samples, problems)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in rejected:
+        print(f"error: {r['line']}: {r['error']}", file=sys.stderr)
+    if rejected and not args.skip_invalid:
+        print(f"error: {len(rejected)} invalid line(s); nothing was run (use --skip-invalid to run the rest)",
+              file=sys.stderr)
+        return 2
+    if rejected:
+        write_jsonl(args.out + ".rejected.jsonl", rejected)
+    records = execute_samples(problems, samples, config, progress=not args.quiet)
+    write_jsonl(args.out, records)
+    n_pass = sum(r["passed"] for r in records)
+    print(f"{n_pass}/{len(records)} passed -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Error buckets for reports, and the outcome classes of a sample."""
+
+from __future__ import annotations
+
+BUCKETS = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "NameError", "AttributeError", "KeyError",
+           "RecursionError", "SyntaxError", "AssertionError", "Timeout", "Other")
+OUTCOMES = ("passed", "failed", "runtime_error", "syntax_error", "timeout", "memory_limit", "crashed")
+
+# Subclasses that read better under their parent's bucket; anything unlisted is "Other".
+# MemoryError and kills by a resource limit are "Other": their outcome (memory_limit, crashed) says more.
+_ALIASES = {"UnboundLocalError": "NameError", "IndentationError": "SyntaxError", "TabError": "SyntaxError",
+            "ModuleNotFoundError": "Other", "StopIteration": "Other", "OverflowError": "Other",
+            "UnicodeDecodeError": "ValueError", "UnicodeEncodeError": "ValueError", "JSONDecodeError": "ValueError"}
+
+
+def bucket(exception: str | None) -> str | None:
+    """The report bucket of an exception class name; ``None`` stays ``None`` (passed)."""
+    if not exception:
+        return None
+    if exception in BUCKETS:
+        return exception
+    return _ALIASES.get(exception, "Other")
+
+
+def outcome_of_exception(exception: str) -> str:
+    """Outcome class for a sample whose first failure raised ``exception``."""
+    if exception == "AssertionError":
+        return "failed"
+    if exception in ("SyntaxError", "IndentationError", "TabError"):
+        return "syntax_error"
+    if exception == "MemoryError":
+        return "memory_limit"
+    return "runtime_error"
