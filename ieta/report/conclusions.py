@@ -80,6 +80,10 @@ def sweep_conclusions(groups: dict[str, list[RunData]], finals: dict[str, dict[s
         if not ranked:
             continue
         best = ranked[0]
+        tied = [lbl for lbl in ranked if finals[lbl][metric].mean == finals[best][metric].mean]
+        if len(tied) > 1:
+            out.append(f"{', '.join(tied)} tie on final {display_name(metric)} ({finals[best][metric].mean:.3f}).")
+            continue
         sentence = f"**{best}** has the highest final {display_name(metric)}: {finals[best][metric]}"
         if len(ranked) > 1:
             runner = ranked[1]

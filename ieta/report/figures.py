@@ -54,8 +54,12 @@ def _lines(ax: Axes, df: pd.DataFrame, hue: str, colors: dict[str, tuple]) -> st
         name = display_name(level) if hue == "metric" else level
         ax.plot(agg.index, agg.y, marker="o", color=colors[level], label=name)
         ax.fill_between(agg.index, agg.lo, agg.hi, color=colors[level], alpha=0.18, linewidth=0)
+        if len(agg) == 1 and agg.lo.notna().all():  # a band needs two points: show the interval as a bar
+            ax.errorbar(agg.index, agg.y, yerr=[agg.y - agg.lo, agg.hi - agg.y], color=colors[level], capsize=4)
         top = max(top, float(np.nanmax([agg.y.max(), agg.hi.max()])))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    iterations = sorted(df.iteration.unique())
+    ax.set_xticks(iterations)
+    ax.set_xlim(iterations[0] - 0.3, iterations[-1] + 0.3)
     ax.set_xlabel(ITERATION_LABEL)
     _rate_ylim(ax, top)
     return band
@@ -86,6 +90,7 @@ def _error_bars(ax: Axes, errors: pd.DataFrame, hue: str, colors: dict[str, tupl
         label.set_horizontalalignment("right")
     ax.set_xlabel("Error type")
     ax.set_ylabel("Fraction of samples")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom so the legend sits above the bars
     return "\n(bars: ± 1 std over seeds)" if sd else ""
 
 
@@ -104,6 +109,7 @@ def _loss_lines(ax: Axes, loss: pd.DataFrame, hue: str, colors: dict) -> None:
     multi = loss.groupby([hue, "step"]).size().max() > 1
     sns.lineplot(data=loss, x="step", y="loss", hue=hue, palette=colors, errorbar="sd" if multi else None, ax=ax)
     ax.set(xlabel="Training step (cumulative over iterations)", ylabel="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def loss_figure(loss: pd.DataFrame, title: str, path: Path) -> Path:

@@ -91,7 +91,7 @@ def safe_repr(v, limit=REPR_CHARS):
 
 def safe_str(e, limit=500):
     try:
-        text = str.__str__(str(e)) if type(e).__str__ is BaseException.__str__ else str(e.args[0] if e.args else "")
+        text = str.__str__(str(e))
     except BaseException:
         text = "<unprintable>"
     return text[:limit]
@@ -191,9 +191,12 @@ def run(req, fd):
             else:
                 a, b = thunk()
                 ok = compare(op, a, b)
+        except Untrusted as e:  # the candidate answered with a non-data object: the assert fails
+            ok, op, msg = False, None, (lambda: str.__str__(str(e)))
         except BaseException as e:
             record_fail(idx, exc_record(e, guard, idx))
-            if top:
+            # go on to the next assert after ordinary errors only; resource errors would just repeat
+            if top and isinstance(e, Exception) and not isinstance(e, (MemoryError, RecursionError)):
                 return
             raise AssertFailed() from None
         if ok:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +126,6 @@ class Pool:
         self.free: queue.Queue[Zygote] = queue.Queue()
         for z in self.zygotes:
             self.free.put(z)
-        self.lock = threading.Lock()
 
     @property
     def info(self) -> dict:

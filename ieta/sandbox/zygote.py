@@ -22,7 +22,8 @@ import harness
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 0x4000, 0x40000
+MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)  # elsewhere: unshare + fork
 REPORT_FD = 3
@@ -85,12 +86,41 @@ def setup_namespaces(cfg):
             if os.path.isdir(d) and _libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size) != 0:
                 info["fallbacks"].append(_err(f"private tmpfs on {d} failed"))
         info["private_tmp"] = True
+        _expose_python(info)
     else:
         info["fallbacks"].append(_err("making mounts private failed; /tmp is shared"))
     info["uid_drop"] = cfg["drop_uid"] and os.geteuid() == 0 and "user" not in info["namespaces"]
     if not info["uid_drop"]:
         info["fallbacks"].append("no uid drop (not root or disabled): RLIMIT_NPROC counts this uid's processes")
     return info
+
+
+def _expose_python(info):
+    """Let the sample's uid import the stdlib even if Python lives under a private dir such as ``/root``.
+
+    The first non-searchable ancestor of ``sys.prefix`` is covered by an empty tmpfs (hiding the rest of
+    it, e.g. ``/root``'s dotfiles) and the prefix alone is bind-mounted back, read-only.
+    """
+    prefix = os.path.realpath(sys.base_prefix)
+    parts = prefix.split("/")
+    hidden = next(("/".join(parts[:i]) for i in range(2, len(parts) + 1)
+                   if not os.stat("/".join(parts[:i])).st_mode & 0o001), None)
+    if hidden is None:
+        return
+    stash = "/tmp/.ieta-python"
+    os.mkdir(stash, 0o755)
+    ok = (_libc.mount(prefix.encode(), stash.encode(), None, MS_BIND | MS_REC, None) == 0
+          and _libc.mount(b"tmpfs", hidden.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755") == 0)
+    if ok:
+        os.makedirs(prefix, 0o755, exist_ok=True)
+        ok = _libc.mount(stash.encode(), prefix.encode(), None, MS_BIND | MS_REC, None) == 0
+        _libc.mount(None, prefix.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
+    _libc.umount2(stash.encode(), MNT_DETACH)
+    os.rmdir(stash)
+    if ok:
+        info["hidden"] = hidden
+    else:
+        info["fallbacks"].append(_err(f"could not expose {prefix} under {hidden}; imports not preloaded may fail"))
 
 
 def _limits(cfg):
@@ -108,7 +138,7 @@ def child(req, cfg, info, tmp, uid, out_w, rep_w):
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
-        os.dup2(rep_w, REPORT_FD, inheritable=False)
+        os.dup2(rep_w, REPORT_FD, inheritable=cfg["backend"] == "bwrap")
         os.closerange(REPORT_FD + 1, 65536)
         os.chdir(tmp)
         for res, value in _limits(cfg):
@@ -125,10 +155,28 @@ def child(req, cfg, info, tmp, uid, out_w, rep_w):
         os.environ.clear()
         os.environ.update(ENV, HOME=tmp, TMPDIR=tmp)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if cfg["backend"] == "bwrap":
+            _exec_bwrap(req, cfg, tmp, uid)
         harness.run(req, REPORT_FD)
     except BaseException as e:  # a setup failure must never look like a verdict
         os.write(2, f"sandbox setup failed: {e!r}\n".encode())
     os._exit(70)
+
+
+BWRAP_BOOT = ("import sys, os, marshal; sys.path.insert(0, {dir!r}); import harness; sys.path.pop(0); "
+              "f = open('.ieta-req', 'rb'); req = marshal.loads(f.read()); f.close(); os.unlink('.ieta-req'); "
+              "harness.run(req, 3)")
+
+
+def _exec_bwrap(req, cfg, tmp, uid):
+    """Re-run the harness inside bubblewrap (fresh user/pid/net/ipc/uts namespaces, read-only root)."""
+    with open(os.path.join(tmp, ".ieta-req"), "wb") as f:  # read and deleted before candidate code runs
+        f.write(marshal.dumps(req))
+    args = [cfg["bwrap"], "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+            "--tmpfs", "/tmp", "--bind", tmp, tmp, "--proc", "/proc", "--dev", "/dev", "--chdir", tmp,
+            "--uid", str(uid), "--gid", str(uid), "--", cfg["python"], "-I", "-c",
+            BWRAP_BOOT.format(dir=cfg["sandbox_dir"])]
+    os.execv(args[0], args)
 
 
 def _kill_uid(uid):

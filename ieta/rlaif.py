@@ -1,0 +1,134 @@
+"""RLAIF stage: online RL with TRL's GRPOTrainer + a fresh PEFT LoRA adapter per iteration.
+
+Rewards come from ``ieta.rewards``: the sandbox's execution reward and an AI judge's score of the code and its
+trace, weighted by ``method.rlaif.reward_weights`` (a weight of 0 drops that reward, and with it the judge's
+generation). As in ``ieta.train.train_dpo``, earlier adapters are merged first, so the starting policy and the KL
+reference of iteration k (adapter disabled) are the policy at the start of that iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ieta.config import ConfigError, RunConfig
+from ieta.data import Problem
+from ieta.execute import SandboxConfig
+from ieta.io import write_json, write_jsonl
+from ieta.prompts import build_prompt
+from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
+from ieta.train import as_base_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RlaifSettings:
+    """The ``method.rlaif`` block; TRL's GRPOConfig stays the schema of ``method.trainer``."""
+
+    num_generations: int = 4
+    max_completion_length: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"execution": 1.0, "judge": 0.5})
+    execution_reward: ExecutionRewardSettings = field(default_factory=ExecutionRewardSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_generations >= 2, "num_generations", "must be >= 2 (GRPO compares completions of a prompt)"),
+            (self.max_completion_length >= 1, "max_completion_length", "must be >= 1"),
+            (self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (not (bad := sorted(set(self.reward_weights) - set(REWARDS))), "reward_weights",
+             f"has unknown rewards {bad}; registered: {sorted(REWARDS)}"),
+            (any(w != 0 for w in self.reward_weights.values()), "reward_weights", "needs at least one non-zero weight"),
+            (self.judge.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1"),
+            (self.judge.batch_size >= 1, "judge.batch_size", "must be >= 1"),
+            (0 <= self.judge.neutral <= 1, "judge.neutral", "must be in [0, 1]"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid config: method.rlaif.{key} {message}")
+
+    @classmethod
+    def from_config(cls, raw: Any) -> RlaifSettings:
+        """Validate ``cfg.method.rlaif`` (a dict or DictConfig); errors name ``method.rlaif.<key>``."""
+        if isinstance(raw, cls):
+            return raw
+        try:
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw or {}))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"invalid config: method.rlaif.{e.full_key}: {e.msg.splitlines()[0]}") from None
+
+    @property
+    def active_rewards(self) -> dict[str, float]:
+        return {name: w for name, w in self.reward_weights.items() if w != 0}
+
+
+def _judge(settings: RlaifSettings, policy, tokenizer) -> Judge | None:
+    """``judge.model: null`` judges with the policy being trained (bound after the trainer wraps it)."""
+    if "judge" not in settings.active_rewards:
+        return None
+    if settings.judge.model is None:
+        return Judge(settings.judge, tokenizer=tokenizer)
+    from ieta.models import load_model, load_tokenizer
+
+    judge_model = load_model(settings.judge.model, policy.dtype, policy.device.type)
+    return Judge(settings.judge, judge_model, load_tokenizer(settings.judge.model))
+
+
+def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, steps: int, out_dir: Path, seed: int,
+                progress: bool = True):
+    """Run ``steps`` GRPO steps on ``problems``; save the adapter, the log history and the judge's stats."""
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not problems:
+        raise ValueError("no training problems for rlaif")
+    settings = RlaifSettings.from_config(getattr(cfg.method, "rlaif", None))
+    method = cfg.method
+    model = as_base_model(model)
+    on_cpu = model.device.type == "cpu"
+    weights = settings.active_rewards
+    args = GRPOConfig(
+        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, beta=method.beta,
+        learning_rate=method.learning_rate, per_device_train_batch_size=method.per_device_train_batch_size,
+        gradient_accumulation_steps=method.gradient_accumulation_steps, num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length, temperature=settings.temperature,
+        top_p=settings.top_p, reward_weights=list(weights.values()),
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
+        **method.trainer,
+    )
+    lora = LoraConfig(r=method.lora.r, lora_alpha=method.lora.alpha, lora_dropout=method.lora.dropout,
+                      target_modules=list(method.lora.target_modules), task_type="CAUSAL_LM")
+    judge = _judge(settings, model, tokenizer)
+    # the judge reads traces; without it, failing samples need not be re-run under the tracer
+    sandbox = SandboxConfig(**(dict(cfg.sandbox) | ({} if judge else {"trace": False})))
+    context = RewardContext({p.task_id: p for p in problems}, cfg.model.prompt_format, sandbox,
+                            settings.execution_reward, judge)
+    from datasets import Dataset
+
+    dataset = Dataset.from_list([{"prompt": build_prompt(p, tokenizer, cfg.model.prompt_format), "task_id": p.task_id}
+                                 for p in problems])
+    trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
+                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    if judge is not None and judge.model is None:
+        judge.model = trainer.model
+    trainer.train()
+    trainer.model.save_pretrained(out_dir / "adapter")
+    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    stats = judge.stats.to_dict() if judge else {}
+    write_json(out_dir / "judge_stats.json", {"enabled": judge is not None, "seed": seed,
+                                              "model": (settings.judge.model or "policy") if judge else None, **stats})
+    if stats.get("unparsable"):
+        log.warning("judge: %d/%d answers were unparsable and scored neutral (%s)", stats["unparsable"],
+                    stats["answers"], out_dir / "judge_stats.json")
+    return trainer.model

