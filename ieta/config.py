@@ -166,6 +166,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     try:
         run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
         SandboxConfig(**run.sandbox)
+        if run.method.name == "rlaif":
+            from ieta.rlaif import RlaifSettings
+            RlaifSettings.from_config(run.method.rlaif)
     except ConfigError:
         raise
     except OmegaConfBaseException as e:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ieta.io import iter_jsonl
 
 REQUIRED_FIELDS = ("task_id", "prompt", "test", "entry_point")
 
@@ -45,25 +45,14 @@ def load_jsonl_problems(path: str | Path) -> list[Problem]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
     problems: list[Problem] = []
     seen: set[str] = set()
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            problem = _problem_from_record(record, where)
-            if problem.task_id in seen:
-                raise ValueError(f"{where}: duplicate task_id {problem.task_id!r}")
-            seen.add(problem.task_id)
-            problems.append(problem)
+    for where, record in iter_jsonl(path):
+        problem = _problem_from_record(record, where)
+        if problem.task_id in seen:
+            raise ValueError(f"{where}: duplicate task_id {problem.task_id!r}")
+        seen.add(problem.task_id)
+        problems.append(problem)
     if not problems:
         raise ValueError(f"{path}: no problems found")
     return problems

@@ -9,14 +9,13 @@ are listed (file:line and reason) on stderr and in ``<out>.rejected.jsonl``.  No
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from ieta.data import Problem, load_problems
-from ieta.io import write_jsonl
+from ieta.io import scan_jsonl, write_jsonl
 from ieta.sandbox import SandboxConfig, isolation_summary
 from ieta.sandbox.instrument import instrument_test
 from ieta.sandbox.report import build_record
@@ -99,19 +98,13 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
 def load_samples(path: str, problems: Mapping[str, Problem]) -> tuple[list[dict], list[dict]]:
     """``(valid, rejected)``; a rejected entry names its line: ``{"line": "file:12", "error": ...}``."""
     valid, rejected = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                rejected.append({"line": f"{path}:{lineno}", "error": f"invalid JSON ({e.msg})"})
-                continue
-            if (why := validate_sample(record, problems)) is not None:
-                rejected.append({"line": f"{path}:{lineno}", "error": why})
-            else:
-                valid.append(record)
+    for where, record, error in scan_jsonl(path):
+        if error is None and (why := validate_sample(record, problems)) is not None:
+            error = why
+        if error is None:
+            valid.append(record)
+        else:
+            rejected.append({"line": where, "error": error})
     return valid, rejected
 
 

@@ -33,6 +33,7 @@ class RlaifSettings:
     """The ``method.rlaif`` block; TRL's GRPOConfig stays the schema of ``method.trainer``."""
 
     num_generations: int = 4
+    max_steps: int | None = None
     max_completion_length: int = 256
     temperature: float = 0.8
     top_p: float = 0.95
@@ -43,6 +44,7 @@ class RlaifSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.num_generations >= 2, "num_generations", "must be >= 2 (GRPO compares completions of a prompt)"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null"),
             (self.max_completion_length >= 1, "max_completion_length", "must be >= 1"),
             (self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)"),
             (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
@@ -98,7 +100,7 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     on_cpu = model.device.type == "cpu"
     weights = settings.active_rewards
     args = GRPOConfig(
-        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, beta=method.beta,
+        output_dir=str(out_dir / "trainer"), max_steps=settings.max_steps or steps, seed=seed, beta=method.beta,
         learning_rate=method.learning_rate, per_device_train_batch_size=method.per_device_train_batch_size,
         gradient_accumulation_steps=method.gradient_accumulation_steps, num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,

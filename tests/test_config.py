@@ -9,7 +9,7 @@ from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize("experiment", [None, "quick", "paper"])
-@pytest.mark.parametrize("method", ["baseline", "dpo"])
+@pytest.mark.parametrize("method", ["baseline", "dpo", "rlaif"])
 def test_every_preset_composes_and_validates(experiment, method):
     overrides = [f"method={method}"] + ([f"experiment={experiment}"] if experiment else [])
     cfg = validate(compose_config(overrides))
@@ -31,10 +31,12 @@ def test_defaults_match_the_seed_report():
     ("sampler.temperature=-1", "sampler.temperature"),
     ("+sampler.nope=1", "sampler.nope"),
     ("method.pairs.strategies=[bogus]", "method.pairs.strategies"),
+    ("method=rlaif method.rlaif.num_generations=1", "method.rlaif.num_generations"),
+    ("method=rlaif +method.rlaif.typo=1", "method.rlaif.typo"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(compose_config([override]))
+        validate(compose_config(override.split()))
 
 
 def test_unknown_method_lists_the_options():

@@ -1,0 +1,24 @@
+import torch
+
+from ieta.config import SamplerConfig
+from ieta.data import load_problems
+from ieta.models import load_model, load_tokenizer
+from ieta.sample import sample
+
+RANDOM_INIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2}
+
+
+def test_sample_n_per_problem_in_order_and_reproducible():
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
+    problems = load_problems("humaneval", limit=3)
+    cfg = SamplerConfig(max_new_tokens=12, batch_size=4)
+    kwargs = dict(n=3, temperature=1.0, prompt_format="chat", progress=False)
+    first = sample(model, tok, problems, cfg, seed=5, **kwargs)
+    assert [(r["task_id"], r["completion_id"]) for r in first] == [(p.task_id, j) for p in problems for j in range(3)]
+    assert all(isinstance(r["completion"], str) and r["raw"] is not None for r in first)
+    assert sample(model, tok, problems, cfg, seed=5, **kwargs) == first  # same seed, same samples
+    assert sample(model, tok, problems, cfg, seed=6, **kwargs) != first
+    greedy = sample(model, tok, problems[:1], cfg, seed=0, n=2, temperature=0.0, prompt_format="chat", progress=False)
+    assert greedy[0]["raw"] == greedy[1]["raw"]
