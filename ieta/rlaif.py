@@ -118,8 +118,10 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
                             settings.execution_reward, judge)
     from datasets import Dataset
 
-    dataset = Dataset.from_list([{"prompt": build_prompt(p, tokenizer, cfg.model.prompt_format), "task_id": p.task_id}
-                                 for p in problems])
+    rows = [{"prompt": build_prompt(p, tokenizer, cfg.model.prompt_format), "task_id": p.task_id} for p in problems]
+    # a generation batch draws generation_batch_size / num_generations distinct prompts; fewer would yield no step
+    needed = -(-args.generation_batch_size // settings.num_generations)
+    dataset = Dataset.from_list(rows * -(-needed // len(rows)))
     trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
                           train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     if judge is not None and judge.model is None:
