@@ -126,9 +126,12 @@ class SamplerConfig:
     top_p: float = 0.95
     max_new_tokens: int = 512
     batch_size: int = 32
+    repair_turn: bool = False
+    gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
-        _check(self.backend == "hf", "sampler.backend", f"must be one of ['hf']; got {self.backend!r}")
+        _check(self.backend in ("hf", "vllm"), "sampler.backend", f"must be one of ['hf', 'vllm']; got {self.backend!r}")
+        _check(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]")
         _check(self.n >= 1, "sampler.n", f"must be >= 1; got {self.n}")
         _check(self.train_n is None or self.train_n >= 1, "sampler.train_n", "must be >= 1 or null")
         for key in ("temperature", "train_temperature"):

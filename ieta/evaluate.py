@@ -9,11 +9,12 @@ from ieta.data import Problem
 from ieta.execute import SandboxConfig, execute_samples
 from ieta.io import read_jsonl, write_jsonl
 from ieta.metrics import compute_metrics
+from ieta.repair import after_repair, sample_repairs
 from ieta.sample import sample
 
 
 def sample_and_execute(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, n: int, temperature: float,
-                       seed: int, out_dir: Path, prefix: str = "") -> list[dict]:
+                       seed: int, out_dir: Path, prefix: str = "", weights: str | None = None) -> list[dict]:
     """Sample then execute, reusing ``<prefix>samples.jsonl``/``<prefix>executions.jsonl`` when a stage already ran."""
     samples_path, executions_path = out_dir / f"{prefix}samples.jsonl", out_dir / f"{prefix}executions.jsonl"
     if executions_path.exists():
@@ -23,7 +24,7 @@ def sample_and_execute(model, tokenizer, problems: list[Problem], cfg: RunConfig
     else:
         samples = sample(model, tokenizer, problems, cfg.sampler, n=n, temperature=temperature,
                          prompt_format=cfg.model.prompt_format, seed=seed, progress=cfg.progress,
-                         desc=f"{out_dir.name} {prefix}sample")
+                         desc=f"{out_dir.name} {prefix}sample", weights=weights)
         write_jsonl(samples_path, samples)
     executions = execute_samples({p.task_id: p for p in problems}, samples, config=SandboxConfig(**cfg.sandbox),
                                  progress=cfg.progress)
@@ -32,8 +33,29 @@ def sample_and_execute(model, tokenizer, problems: list[Problem], cfg: RunConfig
 
 
 def evaluate(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, iteration: int, seed: int,
-             out_dir: Path) -> dict:
+             out_dir: Path, weights: str | None = None) -> dict:
     """One metrics record (a ``metrics.json`` entry) for the policy after ``iteration`` (0: before training)."""
     executions = sample_and_execute(model, tokenizer, problems, cfg, n=cfg.sampler.n,
-                                    temperature=cfg.sampler.temperature, seed=seed, out_dir=out_dir, prefix="eval_")
-    return {"iteration": iteration, "split": cfg.dataset.split.value, **compute_metrics(executions, cfg.ks)}
+                                    temperature=cfg.sampler.temperature, seed=seed, out_dir=out_dir, prefix="eval_",
+                                    weights=weights)
+    record = {"iteration": iteration, "split": cfg.dataset.split.value, **compute_metrics(executions, cfg.ks)}
+    if cfg.sampler.repair_turn:
+        repaired = repair_turn(model, tokenizer, problems, executions, cfg, seed=seed + 1, out_dir=out_dir)
+        record["repair_pass@1"] = compute_metrics(after_repair(executions, repaired), [1])["pass@1"]
+    return record
+
+
+def repair_turn(model, tokenizer, problems: list[Problem], executions: list[dict], cfg: RunConfig, *, seed: int,
+                out_dir: Path) -> list[dict]:
+    """Sample and execute one repair per failing eval sample (``eval_repair_*.jsonl``)."""
+    path = out_dir / "eval_repair_executions.jsonl"
+    if path.exists():
+        return read_jsonl(path)
+    by_id = {p.task_id: p for p in problems}
+    repairs = sample_repairs(model, tokenizer, by_id, [e for e in executions if not e["passed"]], cfg.sampler,
+                             temperature=cfg.sampler.temperature, prompt_format=cfg.model.prompt_format, seed=seed,
+                             progress=cfg.progress)
+    write_jsonl(out_dir / "eval_repair_samples.jsonl", repairs)
+    executed = execute_samples(by_id, repairs, config=SandboxConfig(**cfg.sandbox), progress=cfg.progress) if repairs else []
+    write_jsonl(path, executed)
+    return executed

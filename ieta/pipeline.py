@@ -17,7 +17,7 @@ from ieta.evaluate import evaluate, sample_and_execute
 from ieta.execute import SandboxConfig, execute_samples
 from ieta.sandbox import sandbox_info
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
-from ieta.models import load_model, load_tokenizer, pick_device
+from ieta.models import load_model, load_tokenizer, pick_device, resolve_path
 from ieta.pairs import build_pairs
 from ieta.prompts import build_prompt
 
@@ -83,11 +83,25 @@ def _executed_references(problems: list[Problem], executions: list[dict], cfg: R
     return refs
 
 
-def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: int, it_dir: Path):
+def _vllm_weights(model, tokenizer, cfg: RunConfig, out_dir: Path) -> str | None:
+    """Where vLLM loads the current policy from (``sampler=vllm`` only): the model's own path, else merged weights."""
+    if cfg.sampler.backend != "vllm":
+        return None
+    if (out_dir / "merged" / "config.json").exists():
+        return str(out_dir / "merged")
+    if out_dir.name == "iter_0" and cfg.model.random_init is None:
+        return resolve_path(cfg.model.path)
+    from ieta.vllm_backend import save_policy
+
+    return str(save_policy(model, tokenizer, out_dir / "merged"))
+
+
+def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: int, it_dir: Path, weights: str | None):
     """Sample, execute and pair on the training problems, then update the policy (when the method trains)."""
     executions = sample_and_execute(model, tokenizer, train, cfg, n=cfg.sampler.train_n or cfg.sampler.n,
                                     temperature=cfg.sampler.temperature if cfg.sampler.train_temperature is None
-                                    else cfg.sampler.train_temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir)
+                                    else cfg.sampler.train_temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir,
+                                    weights=weights)
     pairs_path = it_dir / "pairs.jsonl"
     if pairs_path.exists():
         pairs = read_jsonl(pairs_path)
@@ -135,14 +149,19 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
     tracker = start_tracker(raw_cfg if raw_cfg is not None else DictConfig({"logger": cfg.logger}), run_dir)
     try:
         metrics: list[dict] = []
+        weights = _vllm_weights(model, tokenizer, cfg, run_dir / "iter_0")
         for k in range(cfg.iteration.num_iterations + 1):
             it_dir = run_dir / f"iter_{k}"
             if k > 0:
-                model = _train_iteration(model, tokenizer, train, cfg, k, it_dir)
+                model = _train_iteration(model, tokenizer, train, cfg, k, it_dir, weights)
                 if (it_dir / "train_log.jsonl").exists():
                     tracker.log_training(k, read_jsonl(it_dir / "train_log.jsonl"))
+                    if cfg.sampler.backend == "vllm":  # vLLM serves merged weights from disk
+                        from ieta.train import as_base_model
+                        model = as_base_model(model)
+                        weights = _vllm_weights(model, tokenizer, cfg, it_dir)
             record = done.get(k) or evaluate(model, tokenizer, evaluation, cfg, iteration=k,
-                                             seed=stage_seed(cfg.seed, k, 3), out_dir=it_dir)
+                                             seed=stage_seed(cfg.seed, k, 3), out_dir=it_dir, weights=weights)
             metrics.append(record)
             write_json(metrics_path, metrics)
             tracker.log_evaluation(record, read_jsonl(it_dir / "eval_executions.jsonl"))

@@ -22,3 +22,21 @@ def test_sample_n_per_problem_in_order_and_reproducible():
     assert sample(model, tok, problems, cfg, seed=6, **kwargs) != first
     greedy = sample(model, tok, problems[:1], cfg, seed=0, n=2, temperature=0.0, prompt_format="chat", progress=False)
     assert greedy[0]["raw"] == greedy[1]["raw"]
+
+
+def test_shared_prefill_matches_plain_generate():
+    """Prefilling once and repeating the KV cache gives the same greedy tokens as HF's own generate."""
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=3)
+    problems = load_problems("humaneval", limit=2)
+    from ieta.prompts import build_prompt
+    from ieta.sample import generate
+
+    prompts = [build_prompt(p, tok, "chat") for p in problems]
+    ours = generate(model, tok, prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=10, batch_size=4,
+                    stops=[], seed=0, progress=False)
+    for prompt, samples in zip(prompts, ours):
+        enc = tok(prompt, return_tensors="pt")
+        plain = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+        expected = tok.decode(plain[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert samples == [expected, expected]
