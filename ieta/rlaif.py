@@ -20,10 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
-from ieta.io import write_json, write_jsonl
+from ieta.io import write_json
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
-from ieta.train import as_base_model
+from ieta.train import as_base_model, lora_config, save_training
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,6 @@ def _judge(settings: RlaifSettings, policy, tokenizer) -> Judge | None:
 def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, steps: int, out_dir: Path, seed: int,
                 progress: bool = True):
     """Run ``steps`` GRPO steps on ``problems``; save the adapter, the log history and the judge's stats."""
-    from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     if not problems:
@@ -109,8 +108,6 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
         bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
         **method.trainer,
     )
-    lora = LoraConfig(r=method.lora.r, lora_alpha=method.lora.alpha, lora_dropout=method.lora.dropout,
-                      target_modules=list(method.lora.target_modules), task_type="CAUSAL_LM")
     judge = _judge(settings, model, tokenizer)
     # the judge reads traces; without it, failing samples need not be re-run under the tracer
     sandbox = SandboxConfig(**(dict(cfg.sandbox) | ({} if judge else {"trace": False})))
@@ -123,16 +120,15 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     needed = -(-args.generation_batch_size // settings.num_generations)
     dataset = Dataset.from_list(rows * -(-needed // len(rows)))
     trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
-                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(method.lora))
     if judge is not None and judge.model is None:
         judge.model = trainer.model
     trainer.train()
-    trainer.model.save_pretrained(out_dir / "adapter")
-    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    policy = save_training(trainer, out_dir)
     stats = judge.stats.to_dict() if judge else {}
     write_json(out_dir / "judge_stats.json", {"enabled": judge is not None, "seed": seed,
                                               "model": (settings.judge.model or "policy") if judge else None, **stats})
     if stats.get("unparsable"):
         log.warning("judge: %d/%d answers were unparsable and scored neutral (%s)", stats["unparsable"],
                     stats["answers"], out_dir / "judge_stats.json")
-    return trainer.model
+    return policy

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
 from ieta.io import write_jsonl
 
@@ -23,10 +24,24 @@ def as_base_model(model):
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
+def lora_config(lora: LoraSettings):
+    """The PEFT adapter each iteration trains (same for every method)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
+def save_training(trainer, out_dir: Path):
+    """Write the iteration's adapter and TRL log history; returns the trained PeftModel."""
+    trainer.model.save_pretrained(out_dir / "adapter")
+    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    return trainer.model
+
+
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
               progress: bool = True):
     """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel."""
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
@@ -41,12 +56,9 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
         bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
         **cfg.trainer,
     )
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tokenizer.padding_side = "right"
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config(cfg.lora))
     trainer.train()
-    trainer.model.save_pretrained(out_dir / "adapter")
-    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
-    return trainer.model
+    return save_training(trainer, out_dir)
