@@ -42,7 +42,9 @@ def test_main_dpo_tiny_writes_every_artefact(tmp_path):
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "LoRA weights did not change"
     assert any("loss" in e for e in read_jsonl(it / "train_log.jsonl"))
     assert len(read_jsonl(it / "eval_executions.jsonl")) == 2
-    assert "| " in (run_dir / "summary.md").read_text()
+    summary = (run_dir / "summary.md").read_text()
+    assert "| Iteration | Pass@1 | Pass@1 after repair |" in summary
+    assert {p.name for p in (run_dir / "figures").iterdir()} >= {"pass_rates.png", "training_loss.png"}
 
 
 def test_baseline_zero_iterations_evaluates_initial_model_only(tmp_path):

@@ -97,7 +97,11 @@ def metric_names(record: dict) -> list[str]:
 
 
 def display_name(metric: str) -> str:
-    return "Execution Rate" if metric == "execution_rate" else metric.replace("pass@", "Pass@")
+    if metric == "execution_rate":
+        return "Execution Rate"
+    if metric.startswith("repair_"):  # from the evaluation's repair turn (sampler.repair_turn)
+        return metric.removeprefix("repair_").replace("pass@", "Pass@") + " after repair"
+    return metric.replace("pass@", "Pass@")
 
 
 def slug(label: str) -> str:
