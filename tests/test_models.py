@@ -50,3 +50,14 @@ def test_tiny_model_is_random_qwen2_with_embedded_tokenizer():
                    "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}, seed=1)
     assert a.config.model_type == "qwen2" and a.config.vocab_size == len(tok)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_local_directory_loads_like_a_hub_id(tmp_path):
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init={"hidden_size": 16, "intermediate_size": 32,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}, seed=2)
+    model.save_pretrained(tmp_path / "local")
+    tok.save_pretrained(tmp_path / "local")
+    again = load_model(str(tmp_path / "local"), torch.float32, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert len(load_tokenizer(str(tmp_path / "local"))) == len(tok)
