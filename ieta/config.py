@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("baseline", "dpo", "rlaif")
-PAIR_STRATEGIES = ("pass_fail",)
+PAIR_STRATEGIES = ("pass_fail", "graded")
 #: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
 OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")
 
@@ -75,11 +75,13 @@ class PairsConfig:
     max_per_problem: int = 4
     reject_preference: list[str] = field(default_factory=lambda: list(OUTCOMES))
     reference_fallback: bool = True
+    graded_min_margin: float = 0.25
 
     def __post_init__(self) -> None:
         bad = [s for s in self.strategies if s not in PAIR_STRATEGIES]
         _check(not bad, "method.pairs.strategies", f"has unknown {bad}; allowed: {list(PAIR_STRATEGIES)}")
         _check(self.max_per_problem >= 1, "method.pairs.max_per_problem", "must be >= 1")
+        _check(0 < self.graded_min_margin <= 1, "method.pairs.graded_min_margin", "must be in (0, 1]")
         bad = [o for o in self.reject_preference if o not in OUTCOMES]
         _check(not bad, "method.pairs.reject_preference", f"has unknown {bad}; allowed: {list(OUTCOMES)}")
 

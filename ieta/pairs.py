@@ -32,13 +32,26 @@ def _pair(prompt: str, chosen: dict, rejected: dict, strategy: str, iteration: i
     }
 
 
+def _share(record: dict) -> float:
+    return record["asserts_passed"] / record["asserts_total"] if record.get("asserts_total") else 0.0
+
+
+def _graded(failing: list[dict], min_margin: float) -> list[tuple[dict, dict]]:
+    """Between failing samples, prefer the one passing a larger share of the asserts (largest margins first)."""
+    ranked = sorted(((a, b) for a in failing for b in failing if _share(a) - _share(b) >= min_margin),
+                    key=lambda ab: -(_share(ab[0]) - _share(ab[1])))
+    return ranked
+
+
 def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: PairsConfig, *,
                 prompt_for: Callable[[Problem], str], iteration: int,
                 references: Sequence[dict] = ()) -> list[dict]:
-    """``pass_fail`` pairs per problem, capped and deduplicated.
+    """Pairs per problem from the configured strategies, deduplicated and capped at ``max_per_problem``.
 
-    ``references`` are executed canonical solutions (``completion_id`` ``"reference"``); one that passed stands in
-    as ``chosen`` for a problem where no sample passed, when ``cfg.reference_fallback`` is on.
+    ``pass_fail``: a passing sample over a failing one (failures ranked by ``reject_preference``). ``references``
+    are executed canonical solutions; one that passed stands in as ``chosen`` where no sample passed, when
+    ``cfg.reference_fallback`` is on. ``graded``: between two failing samples, the one passing a larger share of the
+    asserts, by at least ``graded_min_margin``.
     """
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in executions:
@@ -51,13 +64,24 @@ def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: Pa
         passing = _unique([r for r in records if r["passed"]])
         failing = _unique(sorted((r for r in records if not r["passed"] and r["outcome"] in rank),
                                  key=lambda r: (rank[r["outcome"]], str(r["completion_id"]))))
-        strategy = "pass_fail"
-        if not passing and cfg.reference_fallback and problem.task_id in passing_refs:
-            passing, strategy = [passing_refs[problem.task_id]], "pass_fail_reference"
-        if not passing or not failing:
-            continue
-        prompt = prompt_for(problem)
-        count = min(cfg.max_per_problem, max(len(passing), len(failing)))
-        pairs += [_pair(prompt, passing[i % len(passing)], failing[i % len(failing)], strategy, iteration)
-                  for i in range(count)]
+        candidates: list[tuple[dict, dict, str]] = []
+        for strategy in cfg.strategies:
+            if strategy == "graded":
+                candidates += [(a, b, "graded") for a, b in _graded(failing, cfg.graded_min_margin)]
+                continue
+            chosen, name = passing, "pass_fail"
+            if not chosen and cfg.reference_fallback and problem.task_id in passing_refs:
+                chosen, name = [passing_refs[problem.task_id]], "pass_fail_reference"
+            if chosen and failing:
+                count = max(len(chosen), len(failing))
+                candidates += [(chosen[i % len(chosen)], failing[i % len(failing)], name) for i in range(count)]
+        seen: set[tuple[str, str]] = set()
+        prompt = None
+        for chosen, rejected, name in candidates:
+            key = (chosen["completion"], rejected["completion"])
+            if key in seen or len(seen) >= cfg.max_per_problem:
+                continue
+            seen.add(key)
+            prompt = prompt or prompt_for(problem)
+            pairs.append(_pair(prompt, chosen, rejected, name, iteration))
     return pairs

@@ -43,3 +43,21 @@ def test_reference_fallback_needs_a_passing_reference():
     pairs = build(failing, refs=[ref])
     assert len(pairs) == 1 and pairs[0]["strategy"] == "pass_fail_reference"
     assert build(failing, refs=[dict(ref, passed=False, outcome="failed")]) == []
+
+
+def test_graded_pairs_from_real_executions():
+    """Two failing samples of HumanEval/2: the one passing more asserts (by the margin) is chosen."""
+    from ieta.data import load_problems
+    from ieta.execute import SandboxConfig, execute_samples
+
+    problem = load_problems("humaneval", limit=3)[2]
+    samples = [{"task_id": problem.task_id, "completion_id": i, "completion": c}
+               for i, c in enumerate(["    return number\n", "    return 0.5\n", "    return 0.5 if number > 3 else 0.0\n"])]
+    executions = execute_samples([problem], samples, config=SandboxConfig(timeout=5), progress=False)
+    assert [e["asserts_passed"] for e in executions] == [0, 1, 1] and not any(e["passed"] for e in executions)
+    pairs = build_pairs([problem], executions, PairsConfig(strategies=["pass_fail", "graded"], graded_min_margin=0.3),
+                        prompt_for=lambda p: "P", iteration=2)
+    assert {(p["chosen_id"], p["rejected_id"]) for p in pairs} == {(1, 0), (2, 0)}
+    assert all(p["strategy"] == "graded" for p in pairs)
+    assert build_pairs([problem], executions, PairsConfig(strategies=["graded"], graded_min_margin=0.5),
+                       prompt_for=lambda p: "P", iteration=2) == []
