@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("baseline", "dpo", "rlaif")
+METHODS = ("baseline", "dpo", "rlaif", "sft")
 PAIR_STRATEGIES = ("pass_fail", "graded")
 #: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
 OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")

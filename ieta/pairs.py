@@ -85,3 +85,18 @@ def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: Pa
             prompt = prompt or prompt_for(problem)
             pairs.append(_pair(prompt, chosen, rejected, name, iteration))
     return pairs
+
+
+def sft_examples(problems: Sequence[Problem], executions: Sequence[dict], cfg: PairsConfig, *,
+                 prompt_for: Callable[[Problem], str], references: Sequence[dict] = ()) -> list[dict]:
+    """Rejection sampling: up to ``max_per_problem`` distinct passing completions per problem, as SFT targets
+    (a passing canonical solution where no sample passed, when ``cfg.reference_fallback`` is on)."""
+    passing_refs = {r["task_id"]: r for r in references if r["passed"]}
+    rows = []
+    for problem in problems:
+        passing = _unique([r for r in executions if r["task_id"] == problem.task_id and r["passed"]])
+        if not passing and cfg.reference_fallback and problem.task_id in passing_refs:
+            passing = [passing_refs[problem.task_id]]
+        rows += [{"task_id": problem.task_id, "prompt": prompt_for(problem), "completion": r["completion"] + CLOSE_FENCE,
+                  "completion_id": r["completion_id"]} for r in passing[: cfg.max_per_problem]]
+    return rows

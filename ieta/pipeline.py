@@ -18,7 +18,7 @@ from ieta.execute import SandboxConfig, execute_samples
 from ieta.sandbox import sandbox_info
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
 from ieta.models import load_model, load_tokenizer, pick_device, resolve_path
-from ieta.pairs import build_pairs
+from ieta.pairs import build_pairs, sft_examples
 from ieta.prompts import build_prompt
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,13 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
                                     temperature=cfg.sampler.temperature if cfg.sampler.train_temperature is None
                                     else cfg.sampler.train_temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir,
                                     weights=weights)
+    prompt_for = lambda p: build_prompt(p, tokenizer, cfg.model.prompt_format)  # noqa: E731
+    refs = _executed_references(train, executions, cfg, it_dir / "references.jsonl")
     pairs_path = it_dir / "pairs.jsonl"
     if pairs_path.exists():
         pairs = read_jsonl(pairs_path)
     else:
-        refs = _executed_references(train, executions, cfg, it_dir / "references.jsonl")
-        pairs = build_pairs(train, executions, cfg.method.pairs, iteration=k, references=refs,
-                            prompt_for=lambda p: build_prompt(p, tokenizer, cfg.model.prompt_format))
+        pairs = build_pairs(train, executions, cfg.method.pairs, iteration=k, references=refs, prompt_for=prompt_for)
         write_jsonl(pairs_path, pairs)
     log.info("iteration %d: %d samples, %d passing, %d pairs", k, len(executions),
              sum(r["passed"] for r in executions), len(pairs))
@@ -119,8 +119,9 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
 
         from ieta.train import as_base_model
         return PeftModel.from_pretrained(as_base_model(model), it_dir / "adapter")
-    if not pairs and cfg.method.name == "dpo":
-        log.warning("iteration %d: no preference pairs, the policy is left unchanged", k)
+    sft_rows = sft_examples(train, executions, cfg.method.pairs, prompt_for=prompt_for, references=refs)
+    if not (pairs if cfg.method.name == "dpo" else sft_rows if cfg.method.name == "sft" else train):
+        log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, cfg.method.name)
         return model
     seed = stage_seed(cfg.seed, k, 2)
     seed_everything(seed)
@@ -128,6 +129,11 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
         from ieta.rlaif import train_rlaif
         return train_rlaif(model, tokenizer, train, cfg, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
                            seed=seed, progress=cfg.progress)
+    if cfg.method.name == "sft":  # rejection sampling: fine-tune on the passing samples
+        from ieta.train import train_sft
+        write_jsonl(it_dir / "sft.jsonl", sft_rows)
+        return train_sft(model, tokenizer, sft_rows, cfg.method, steps=cfg.iteration.steps_per_iteration,
+                         out_dir=it_dir, seed=seed, progress=cfg.progress)
     from ieta.train import train_dpo
     return train_dpo(model, tokenizer, pairs, cfg.method, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
                      seed=seed, progress=cfg.progress)

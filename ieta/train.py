@@ -62,3 +62,27 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
                          peft_config=lora_config(cfg.lora))
     trainer.train()
     return save_training(trainer, out_dir)
+
+
+def train_sft(model, tokenizer, rows: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
+              progress: bool = True):
+    """Rejection-sampling fine-tuning: TRL SFTTrainer on passing samples, loss on the completion only."""
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise ValueError("no passing samples to fine-tune on")
+    model = as_base_model(model)
+    on_cpu = model.device.type == "cpu"
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
+        completion_only_loss=True, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu, **cfg.trainer,
+    )
+    tokenizer.padding_side = "right"
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config(cfg.lora))
+    trainer.train()
+    return save_training(trainer, out_dir)

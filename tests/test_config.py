@@ -9,7 +9,7 @@ from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize("experiment", [None, "quick", "paper"])
-@pytest.mark.parametrize("method", ["baseline", "dpo", "rlaif"])
+@pytest.mark.parametrize("method", ["baseline", "dpo", "rlaif", "sft"])
 def test_every_preset_composes_and_validates(experiment, method):
     overrides = [f"method={method}"] + ([f"experiment={experiment}"] if experiment else [])
     cfg = validate(compose_config(overrides))

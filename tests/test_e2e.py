@@ -54,3 +54,13 @@ def test_baseline_zero_iterations_evaluates_initial_model_only(tmp_path):
     assert [m["iteration"] for m in metrics] == [0] and metrics[0]["split"] == "all"
     assert read_json(run_dir / "run_info.json")["same_set_evaluation"] is True
     assert not (run_dir / "iter_1").exists()
+
+
+def test_main_sft_tiny_trains_on_passing_samples(tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(run_dir, "method=sft")
+    rows = read_jsonl(run_dir / "iter_1" / "sft.jsonl")
+    assert rows and all(r["completion"].endswith("```") for r in rows)
+    adapter = load_file(run_dir / "iter_1" / "adapter" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert [m["iteration"] for m in read_json(run_dir / "metrics.json")] == [0, 1]

@@ -61,3 +61,14 @@ def test_graded_pairs_from_real_executions():
     assert all(p["strategy"] == "graded" for p in pairs)
     assert build_pairs([problem], executions, PairsConfig(strategies=["graded"], graded_min_margin=0.5),
                        prompt_for=lambda p: "P", iteration=2) == []
+
+
+def test_sft_examples_keep_distinct_passing_samples_and_fall_back_to_the_reference():
+    from ieta.pairs import sft_examples
+
+    ex = [rec(0, True, "passed"), rec(1, True, "passed", "    return 0\n"), rec(2, False, "failed")]
+    rows = sft_examples([P], ex, PairsConfig(), prompt_for=lambda p: "PROMPT")
+    assert [r["completion_id"] for r in rows] == [0] and rows[0]["completion"].endswith("```")
+    ref = rec("reference", True, "passed", P.canonical_solution)
+    rows = sft_examples([P], [rec(2, False, "failed")], PairsConfig(), prompt_for=lambda p: "PROMPT", references=[ref])
+    assert [r["completion_id"] for r in rows] == ["reference"]

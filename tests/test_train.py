@@ -35,3 +35,16 @@ def test_dpo_step_changes_lora_weights_and_logs(tmp_path):
     after1 = {k: v.clone() for k, v in merged.state_dict().items()}
     train_dpo(merged, tok, PAIRS, cfg.method, steps=1, out_dir=tmp_path / "it2", seed=0, progress=False)
     assert (tmp_path / "it2" / "adapter" / "adapter_config.json").exists()
+
+
+def test_sft_step_changes_lora_weights(tmp_path):
+    from ieta.train import train_sft
+
+    cfg = validate(compose_config(["model=tiny", "method=sft", "method.learning_rate=1e-2"]))
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
+    rows = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS]
+    train_sft(model, tok, rows, cfg.method, steps=2, out_dir=tmp_path, seed=0, progress=False)
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert any("loss" in entry for entry in read_jsonl(tmp_path / "train_log.jsonl"))
