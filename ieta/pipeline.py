@@ -119,24 +119,22 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
 
         from ieta.train import as_base_model
         return PeftModel.from_pretrained(as_base_model(model), it_dir / "adapter")
-    sft_rows = sft_examples(train, executions, cfg.method.pairs, prompt_for=prompt_for, references=refs)
-    if not (pairs if cfg.method.name == "dpo" else sft_rows if cfg.method.name == "sft" else train):
-        log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, cfg.method.name)
-        return model
     seed = stage_seed(cfg.seed, k, 2)
-    seed_everything(seed)
+    steps = dict(steps=cfg.iteration.steps_per_iteration, out_dir=it_dir, seed=seed, progress=cfg.progress)
     if cfg.method.name == "rlaif":  # online: samples its own completions, rewarded by the sandbox and a judge
         from ieta.rlaif import train_rlaif
-        return train_rlaif(model, tokenizer, train, cfg, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
-                           seed=seed, progress=cfg.progress)
-    if cfg.method.name == "sft":  # rejection sampling: fine-tune on the passing samples
-        from ieta.train import train_sft
-        write_jsonl(it_dir / "sft.jsonl", sft_rows)
-        return train_sft(model, tokenizer, sft_rows, cfg.method, steps=cfg.iteration.steps_per_iteration,
-                         out_dir=it_dir, seed=seed, progress=cfg.progress)
-    from ieta.train import train_dpo
-    return train_dpo(model, tokenizer, pairs, cfg.method, steps=cfg.iteration.steps_per_iteration, out_dir=it_dir,
-                     seed=seed, progress=cfg.progress)
+        seed_everything(seed)
+        return train_rlaif(model, tokenizer, train, cfg, **steps)
+    data = pairs  # dpo: preference pairs; sft: rejection sampling on the passing samples
+    if cfg.method.name == "sft":
+        data = sft_examples(train, executions, cfg.method.pairs, prompt_for=prompt_for, references=refs)
+        write_jsonl(it_dir / "sft.jsonl", data)
+    if not data:
+        log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, cfg.method.name)
+        return model
+    from ieta.train import train_dpo, train_sft
+    seed_everything(seed)
+    return (train_sft if cfg.method.name == "sft" else train_dpo)(model, tokenizer, data, cfg.method, **steps)
 
 
 def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:

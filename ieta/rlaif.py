@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -23,7 +22,7 @@ from ieta.execute import SandboxConfig
 from ieta.io import write_json
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
-from ieta.train import as_base_model, lora_config, save_training
+from ieta.train import as_base_model, lora_config, save_training, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +95,12 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     settings = RlaifSettings.from_config(getattr(cfg.method, "rlaif", None))
     method = cfg.method
     model = as_base_model(model)
-    on_cpu = model.device.type == "cpu"
     weights = settings.active_rewards
     args = GRPOConfig(
-        output_dir=str(out_dir / "trainer"), max_steps=settings.max_steps or steps, seed=seed, beta=method.beta,
-        learning_rate=method.learning_rate, per_device_train_batch_size=method.per_device_train_batch_size,
-        gradient_accumulation_steps=method.gradient_accumulation_steps, num_generations=settings.num_generations,
+        beta=method.beta, num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         top_p=settings.top_p, reward_weights=list(weights.values()),
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
-        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
-        **method.trainer,
+        **trainer_args(model, method, steps=settings.max_steps or steps, out_dir=out_dir, seed=seed, progress=progress),
     )
     judge = _judge(settings, model, tokenizer)
     # the judge reads traces; without it, failing samples need not be re-run under the tracer

@@ -32,6 +32,19 @@ def lora_config(lora: LoraSettings):
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
+def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int, progress: bool) -> dict:
+    """TRL arguments every method shares (DPOConfig, SFTConfig and GRPOConfig take them alike), plus the method's
+    ``trainer`` passthrough."""
+    on_cpu = model.device.type == "cpu"
+    return dict(
+        **cfg.trainer, output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
+    )
+
+
 def save_training(trainer, out_dir: Path):
     """Write the iteration's adapter and TRL log history; returns the trained PeftModel."""
     trainer.model.save_pretrained(out_dir / "adapter")
@@ -47,15 +60,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    on_cpu = model.device.type == "cpu"
-    args = DPOConfig(
-        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, beta=cfg.beta,
-        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
-        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
-        **cfg.trainer,
-    )
+    args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length,
+                     **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress))
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tokenizer.padding_side = "right"
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -72,14 +78,8 @@ def train_sft(model, tokenizer, rows: list[dict], cfg: MethodConfig, *, steps: i
     if not rows:
         raise ValueError("no passing samples to fine-tune on")
     model = as_base_model(model)
-    on_cpu = model.device.type == "cpu"
-    args = SFTConfig(
-        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
-        completion_only_loss=True, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
-        bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu, **cfg.trainer,
-    )
+    args = SFTConfig(max_length=cfg.max_length, completion_only_loss=True,
+                     **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress))
     tokenizer.padding_side = "right"
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
