@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("baseline", "dpo", "rlaif", "sft")
-PAIR_STRATEGIES = ("pass_fail", "graded")
+PAIR_STRATEGIES = ("pass_fail", "graded", "repair")
 #: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
 OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")
+
+
+#: the config tree ``python -m ieta.main`` composes
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The config ``python -m ieta.main <overrides>`` would run with, outside of a Hydra app (benchmarks, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 class ConfigError(ValueError):

@@ -29,6 +29,7 @@ def _pair(prompt: str, chosen: dict, rejected: dict, strategy: str, iteration: i
         "chosen_id": chosen.get("completion_id"), "rejected_id": rejected["completion_id"],
         "chosen_outcome": chosen["outcome"], "rejected_outcome": rejected["outcome"],
         "rejected_error_type": rejected.get("error_type"),
+        **({"repair_of": chosen["repair_of"]} if "repair_of" in chosen else {}),
     }
 
 
@@ -45,18 +46,21 @@ def _graded(failing: list[dict], min_margin: float) -> list[tuple[dict, dict]]:
 
 def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: PairsConfig, *,
                 prompt_for: Callable[[Problem], str], iteration: int,
-                references: Sequence[dict] = ()) -> list[dict]:
+                references: Sequence[dict] = (), repairs: Sequence[dict] = ()) -> list[dict]:
     """Pairs per problem from the configured strategies, deduplicated and capped at ``max_per_problem``.
 
     ``pass_fail``: a passing sample over a failing one (failures ranked by ``reject_preference``). ``references``
     are executed canonical solutions; one that passed stands in as ``chosen`` where no sample passed, when
     ``cfg.reference_fallback`` is on. ``graded``: between two failing samples, the one passing a larger share of the
-    asserts, by at least ``graded_min_margin``.
+    asserts, by at least ``graded_min_margin``. ``repair``: a failing sample loses to its own passing repair
+    (``repairs`` are executed repair-turn samples naming the attempt they fix in ``repair_of``), under the original
+    prompt, so the policy learns to write the fix at the first attempt, even where no sample passed.
     """
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in executions:
         by_task[r["task_id"]].append(r)
     passing_refs = {r["task_id"]: r for r in references if r["passed"]}
+    fixed = {(r["task_id"], r["repair_of"]): r for r in repairs if r["passed"]}
     rank = {o: i for i, o in enumerate(cfg.reject_preference)}
     pairs: list[dict] = []
     for problem in problems:
@@ -68,6 +72,10 @@ def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: Pa
         for strategy in cfg.strategies:
             if strategy == "graded":
                 candidates += [(a, b, "graded") for a, b in _graded(failing, cfg.graded_min_margin)]
+                continue
+            if strategy == "repair":
+                candidates += [(fixed[key], r, "repair") for r in failing
+                               if (key := (r["task_id"], r["completion_id"])) in fixed]
                 continue
             chosen, name = passing, "pass_fail"
             if not chosen and cfg.reference_fallback and problem.task_id in passing_refs:

@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from ieta.config import RunConfig
 from ieta.data import Problem, load_problems, select_splits
-from ieta.evaluate import evaluate, sample_and_execute
-from ieta.execute import SandboxConfig, execute_samples
+from ieta.evaluate import evaluate, execute, repair_turn, sample_and_execute
+from ieta.execute import SandboxConfig
 from ieta.sandbox import sandbox_info
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
 from ieta.models import load_model, load_tokenizer, pick_device, resolve_path
@@ -77,8 +77,7 @@ def _executed_references(problems: list[Problem], executions: list[dict], cfg: R
     solved = {r["task_id"] for r in executions if r["passed"]}
     todo = [{"task_id": p.task_id, "completion_id": "reference", "completion": p.canonical_solution}
             for p in problems if p.task_id not in solved and p.canonical_solution]
-    refs = execute_samples({p.task_id: p for p in problems}, todo, config=SandboxConfig(**cfg.sandbox),
-                           progress=False) if todo else []
+    refs = execute(problems, todo, cfg)
     write_jsonl(out, refs)
     return refs
 
@@ -98,17 +97,21 @@ def _vllm_weights(model, tokenizer, cfg: RunConfig, out_dir: Path) -> str | None
 
 def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: int, it_dir: Path, weights: str | None):
     """Sample, execute and pair on the training problems, then update the policy (when the method trains)."""
+    temperature = cfg.sampler.temperature if cfg.sampler.train_temperature is None else cfg.sampler.train_temperature
     executions = sample_and_execute(model, tokenizer, train, cfg, n=cfg.sampler.train_n or cfg.sampler.n,
-                                    temperature=cfg.sampler.temperature if cfg.sampler.train_temperature is None
-                                    else cfg.sampler.train_temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir,
+                                    temperature=temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir,
                                     weights=weights)
     prompt_for = lambda p: build_prompt(p, tokenizer, cfg.model.prompt_format)  # noqa: E731
     refs = _executed_references(train, executions, cfg, it_dir / "references.jsonl")
+    repairs = (repair_turn(model, tokenizer, train, executions, cfg, temperature=temperature,
+                           seed=stage_seed(cfg.seed, k, 4), out_dir=it_dir)
+               if "repair" in cfg.method.pairs.strategies else [])
     pairs_path = it_dir / "pairs.jsonl"
     if pairs_path.exists():
         pairs = read_jsonl(pairs_path)
     else:
-        pairs = build_pairs(train, executions, cfg.method.pairs, iteration=k, references=refs, prompt_for=prompt_for)
+        pairs = build_pairs(train, executions, cfg.method.pairs, iteration=k, references=refs, repairs=repairs,
+                            prompt_for=prompt_for)
         write_jsonl(pairs_path, pairs)
     log.info("iteration %d: %d samples, %d passing, %d pairs", k, len(executions),
              sum(r["passed"] for r in executions), len(pairs))

@@ -6,7 +6,9 @@ import re
 
 from ieta.data import Problem
 
-INSTRUCTION = ("Complete the following Python function. Keep its signature, implement its body, "
+#: The function itself appears once, prefilled in the assistant turn: stating it in the user turn as well would
+#: double the prompt (measured: 40% of its tokens), which every prefill and every training step pays for.
+INSTRUCTION = ("Complete the Python function that follows. Keep its signature, implement its body, "
                "and answer with the whole function in one Python code block.")
 #: Instruct models answer inside a fenced block; anything after the fence is prose.
 CHAT_STOP = ["```", "\nif __name__", "\n# Example usage", "\n# Test"]
@@ -19,10 +21,7 @@ def build_prompt(problem: Problem, tokenizer, prompt_format: str) -> str:
     """``chat``: chat template with the function prefilled in the assistant turn; ``completion``: the raw prompt."""
     if prompt_format == "completion":
         return problem.prompt
-    messages = [
-        {"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{problem.prompt}```"},
-        {"role": "assistant", "content": f"```python\n{problem.prompt}"},
-    ]
+    messages = [{"role": "user", "content": INSTRUCTION}, {"role": "assistant", "content": f"```python\n{problem.prompt}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
 
 

@@ -44,7 +44,7 @@ def build_repair_prompt(problem: Problem, record: dict, tokenizer, prompt_format
         comment = "\n".join("# " + line for line in feedback.splitlines())
         return f"{attempt}\n\n# The function above failed its tests:\n{comment}\n# Fixed version:\n{problem.prompt}"
     messages = [
-        {"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{problem.prompt}```"},
+        {"role": "user", "content": INSTRUCTION},
         {"role": "assistant", "content": f"```python\n{attempt}```"},
         {"role": "user", "content": f"{REPAIR_INSTRUCTION}\n\n{feedback}"},
         {"role": "assistant", "content": f"```python\n{problem.prompt}"},

@@ -33,16 +33,16 @@ def lora_config(lora: LoraSettings):
 
 
 def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int, progress: bool) -> dict:
-    """TRL arguments every method shares (DPOConfig, SFTConfig and GRPOConfig take them alike), plus the method's
-    ``trainer`` passthrough."""
+    """TRL arguments every method shares (DPOConfig, SFTConfig and GRPOConfig take them alike); the method's
+    ``trainer`` passthrough overrides any of them."""
     on_cpu = model.device.type == "cpu"
     return dict(
-        **cfg.trainer, output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
+        output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
         bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
-    )
+    ) | dict(cfg.trainer)
 
 
 def save_training(trainer, out_dir: Path):
@@ -52,20 +52,31 @@ def save_training(trainer, out_dir: Path):
     return trainer.model
 
 
+#: DPOConfig values that differ from TRL's defaults (``method.trainer`` overrides them). The reference is fixed for
+#: an iteration (a fresh adapter on the policy it starts from), so its log-probs are computed once, before the steps,
+#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step.
+DPO_SETTINGS = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8}
+
+
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
-              progress: bool = True):
-    """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel."""
+              progress: bool = True, callbacks: list | None = None):
+    """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel.
+
+    ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``)."""
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length,
-                     **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress))
+    args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **DPO_SETTINGS,
+                        **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress)})
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    seen = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if len(dataset) > seen:  # the pairs `steps` steps will draw: precomputed reference log-probs cover no others
+        dataset = dataset.shuffle(seed=seed).select(range(seen))
     tokenizer.padding_side = "right"
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(cfg.lora))
+                         peft_config=lora_config(cfg.lora), callbacks=callbacks)
     trainer.train()
     return save_training(trainer, out_dir)
 

@@ -19,7 +19,7 @@ def run_main(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 def test_main_dpo_tiny_writes_every_artefact(tmp_path):
     run_dir = tmp_path / "run"
-    run_main(run_dir, "method=dpo", "sampler.repair_turn=true")
+    run_main(run_dir, "method=dpo", "sampler.repair_turn=true", "method.pairs.strategies=[pass_fail,repair]")
 
     info = read_json(run_dir / "run_info.json")
     assert info["method"] == "dpo" and info["device"] == "cpu" and info["num_eval_problems"] == 1
@@ -36,6 +36,8 @@ def test_main_dpo_tiny_writes_every_artefact(tmp_path):
     executions = read_jsonl(it / "executions.jsonl")
     assert [e["completion_id"] for e in executions] == [s["completion_id"] for s in samples]
     assert all(e["outcome"] for e in executions)
+    failing = [e["completion_id"] for e in executions if not e["passed"]]
+    assert [r["repair_of"] for r in read_jsonl(it / "repair_executions.jsonl")] == failing  # repair strategy's turn
     pairs = read_jsonl(it / "pairs.jsonl")
     assert pairs and {"prompt", "chosen", "rejected", "strategy", "rejected_outcome"} <= pairs[0].keys()
     adapter = load_file(it / "adapter" / "adapter_model.safetensors")

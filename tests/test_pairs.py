@@ -72,3 +72,23 @@ def test_sft_examples_keep_distinct_passing_samples_and_fall_back_to_the_referen
     ref = rec("reference", True, "passed", P.canonical_solution)
     rows = sft_examples([P], [rec(2, False, "failed")], PairsConfig(), prompt_for=lambda p: "PROMPT", references=[ref])
     assert [r["completion_id"] for r in rows] == ["reference"]
+
+
+def test_repair_pairs_from_real_executions():
+    """Where no sample passed, a failing sample loses to its own executed repair that passed (and only then)."""
+    from ieta.data import load_problems
+    from ieta.execute import SandboxConfig, execute_samples
+
+    problem = load_problems("humaneval", limit=3)[2]  # truncate_number
+    config = SandboxConfig(timeout=5)
+    attempts = [{"task_id": problem.task_id, "completion_id": i, "completion": c}
+                for i, c in enumerate(["    return number\n", "    return int(number)\n"])]
+    executions = execute_samples([problem], attempts, config=config, progress=False)
+    repairs = [{"task_id": problem.task_id, "completion_id": f"{i}-repair", "repair_of": i, "completion": c}
+               for i, c in enumerate(["    return number % 1.0\n", "    return number\n"])]
+    repaired = execute_samples([problem], repairs, config=config, progress=False)
+    assert [r["passed"] for r in executions + repaired] == [False, False, True, False]
+    pairs = build_pairs([problem], executions, PairsConfig(strategies=["repair"], reference_fallback=False),
+                        prompt_for=lambda p: "P", iteration=1, repairs=repaired)
+    assert [(p["chosen_id"], p["rejected_id"], p["strategy"], p["repair_of"]) for p in pairs] == [("0-repair", 0, "repair", 0)]
+    assert pairs[0]["prompt"] == "P" and pairs[0]["chosen"] == "    return number % 1.0\n```"

@@ -40,3 +40,41 @@ def test_shared_prefill_matches_plain_generate():
         plain = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
         expected = tok.decode(plain[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         assert samples == [expected, expected]
+
+
+def test_nucleus_sampling_keeps_hf_top_p_set():
+    """Our top-p (candidates first, full sort for wide nuclei) samples exactly from HF's TopPLogitsWarper set."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from ieta.sample import next_tokens
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4000)
+    logits[0, :3] += 12  # narrow nucleus: a few tokens
+    logits[1] *= 0.01  # nearly flat: the nucleus is wider than the candidates
+    kept = TopPLogitsWarper(top_p=0.9)(None, logits / 0.7).isfinite()
+    draws = torch.stack([next_tokens(logits, 0.7, 0.9) for _ in range(300)])
+    for row in range(3):
+        assert kept[row, draws[:, row]].all()
+    assert set(draws[:, 0].tolist()) == set(kept[0].nonzero().squeeze(-1).tolist())
+    assert kept[1].sum() > 1024 and len(set(draws[:, 1].tolist())) > 200
+
+
+def test_finished_rows_leave_the_batch_without_changing_the_others():
+    """A row ends as soon as its generated text contains a stop string; the rows still decoding are unaffected."""
+    from ieta.prompts import build_prompt
+    from ieta.sample import generate
+
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=3)
+    prompts = [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=3)]
+    kwargs = dict(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=0, progress=False)
+    free = generate(model, tok, prompts, stops=[], **kwargs)
+    ids = tok(free[0][0])["input_ids"]
+    stop = tok.decode(ids[1:3])  # occurs in prompt 0's continuation once its 3rd token is out
+    stopped = generate(model, tok, prompts, stops=[stop], **kwargs)
+    ends = [j for j in range(1, len(ids) + 1) if stop in tok.decode(ids[:j])]
+    assert stopped[0][0] == tok.decode(ids[: ends[0]])  # generated text only: HF also matches across the prompt
+    assert len(stopped[0][0]) < len(free[0][0])
+    for i in (1, 2):
+        assert stopped[i] == free[i] or stop in stopped[i][0]
