@@ -166,6 +166,7 @@ class RunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     sandbox: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
+    accelerate: dict[str, Any] | None = None
     seed: int = 0
     ks: list[int] = field(default_factory=lambda: [1, 10, 100])
     progress: bool = True
@@ -173,6 +174,24 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(all(k >= 1 for k in self.ks) and bool(self.ks), "ks", f"must be a non-empty list of integers >= 1; got {self.ks}")
+        if self.accelerate is not None:
+            _check_accelerate(self.accelerate)
+
+
+def _check_accelerate(launch: dict[str, Any]) -> None:
+    """The ``accelerate`` group is an ``accelerate launch`` config file: checked against accelerate's own schema."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    _check("distributed_type" in launch, "accelerate.distributed_type", "is required (e.g. MULTI_GPU, DEEPSPEED)")
+    plain = ClusterConfig.process_config(dict(launch))
+    bad = sorted(set(plain) - set(ClusterConfig.__dataclass_fields__))
+    _check(not bad, "accelerate", f"has keys accelerate launch does not know: {bad}")
+    try:
+        ClusterConfig(**plain)
+    except ValueError as e:  # an unknown distributed_type or compute_environment
+        raise ConfigError(f"invalid config: accelerate: {e}") from None
+    processes = launch.get("num_processes")
+    _check(isinstance(processes, int) and processes >= 1, "accelerate.num_processes", f"must be >= 1; got {processes!r}")
 
 
 def validate(cfg: DictConfig) -> RunConfig:

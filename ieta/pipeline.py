@@ -59,7 +59,7 @@ def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], d
     }
 
 
-def _load_policy(cfg: RunConfig):
+def load_policy(cfg: RunConfig):
     device, dtype = pick_device()
     if cfg.model.dtype != "auto":
         dtype = getattr(torch, cfg.model.dtype)
@@ -117,27 +117,39 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
              sum(r["passed"] for r in executions), len(pairs))
     if not cfg.method.train:
         return model
+    from ieta.train import load_adapter
     if (it_dir / "adapter" / "adapter_config.json").exists():  # finished earlier: reload instead of retraining
-        from peft import PeftModel
-
-        from ieta.train import as_base_model
-        return PeftModel.from_pretrained(as_base_model(model), it_dir / "adapter")
-    seed = stage_seed(cfg.seed, k, 2)
-    steps = dict(steps=cfg.iteration.steps_per_iteration, out_dir=it_dir, seed=seed, progress=cfg.progress)
-    if cfg.method.name == "rlaif":  # online: samples its own completions, rewarded by the sandbox and a judge
-        from ieta.rlaif import train_rlaif
-        seed_everything(seed)
-        return train_rlaif(model, tokenizer, train, cfg, **steps)
-    data = pairs  # dpo: preference pairs; sft: rejection sampling on the passing samples
+        return load_adapter(model, it_dir / "adapter")
+    data = pairs  # dpo: preference pairs; sft: rejection sampling on the passing samples; rlaif samples its own
     if cfg.method.name == "sft":
         data = sft_examples(train, executions, cfg.method.pairs, prompt_for=prompt_for, references=refs)
         write_jsonl(it_dir / "sft.jsonl", data)
-    if not data:
+    if not data and cfg.method.name != "rlaif":
         log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, cfg.method.name)
         return model
-    from ieta.train import train_dpo, train_sft
+    if cfg.accelerate is not None:  # `accelerate launch` processes train from the run dir; load what they wrote
+        from ieta.train_stage import launch
+        launch(cfg, it_dir.parent, k)
+        return load_adapter(model, it_dir / "adapter")
+    return train_policy(model, tokenizer, train, data, cfg, k, it_dir)
+
+
+def train_policy(model, tokenizer, train: list[Problem], data: list[dict], cfg: RunConfig, k: int, it_dir: Path):
+    """Train iteration ``k``'s adapter on ``data`` (rlaif: online on ``train``); in-process or in ieta.train_stage."""
+    seed = stage_seed(cfg.seed, k, 2)
+    steps = dict(steps=cfg.iteration.steps_per_iteration, out_dir=it_dir, seed=seed, progress=cfg.progress)
     seed_everything(seed)
+    if cfg.method.name == "rlaif":  # online: samples its own completions, rewarded by the sandbox and a judge
+        from ieta.rlaif import train_rlaif
+        return train_rlaif(model, tokenizer, train, cfg, **steps)
+    from ieta.train import train_dpo, train_sft
     return (train_sft if cfg.method.name == "sft" else train_dpo)(model, tokenizer, data, cfg.method, **steps)
+
+
+def splits(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
+    """The run's training and evaluation problems."""
+    problems = load_problems(cfg.dataset.source, cfg.dataset.limit)
+    return select_splits(problems, cfg.dataset.split.value, cfg.dataset.eval_fraction, cfg.dataset.split_seed)
 
 
 def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:
@@ -147,9 +159,8 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
 
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    problems = load_problems(cfg.dataset.source, cfg.dataset.limit)
-    train, evaluation = select_splits(problems, cfg.dataset.split.value, cfg.dataset.eval_fraction, cfg.dataset.split_seed)
-    model, tokenizer, device, dtype = _load_policy(cfg)
+    train, evaluation = splits(cfg)
+    model, tokenizer, device, dtype = load_policy(cfg)
     write_json(run_dir / "run_info.json", _run_info(cfg, train, evaluation, device, dtype))
     metrics_path = run_dir / "metrics.json"
     done = {m["iteration"]: m for m in (read_json(metrics_path) if metrics_path.exists() else [])}

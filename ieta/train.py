@@ -24,6 +24,13 @@ def as_base_model(model):
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
+def load_adapter(model, adapter_dir: Path):
+    """The policy with a saved iteration's adapter on top (earlier adapters of ``model`` merged first)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(as_base_model(model), adapter_dir)
+
+
 def lora_config(lora: LoraSettings):
     """The PEFT adapter each iteration trains (same for every method)."""
     from peft import LoraConfig
@@ -46,9 +53,11 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
 
 
 def save_training(trainer, out_dir: Path):
-    """Write the iteration's adapter and TRL log history; returns the trained PeftModel."""
-    trainer.model.save_pretrained(out_dir / "adapter")
-    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    """Write the iteration's adapter and TRL log history; returns the trained PeftModel. Under ``accelerate launch``
+    every process calls this and only the main one writes (``save_model`` first gathers ZeRO-3 shards)."""
+    trainer.save_model(str(out_dir / "adapter"))
+    if trainer.args.should_save:
+        write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
     return trainer.model
 
 
