@@ -6,9 +6,9 @@ import re
 
 from ieta.data import Problem
 
-#: The function itself appears once, prefilled in the assistant turn: stating it in the user turn as well would
-#: double the prompt (measured: 40% of its tokens), which every prefill and every training step pays for.
-INSTRUCTION = ("Complete the Python function that follows. Keep its signature, implement its body, "
+#: The function appears twice: in the user turn and prefilled in the assistant turn. Stating it once (41% fewer
+#: prompt tokens) cost greedy pass@1 on all 164 HumanEval problems 0.573 -> 0.506 with the embedded model.
+INSTRUCTION = ("Complete the following Python function. Keep its signature, implement its body, "
                "and answer with the whole function in one Python code block.")
 #: Instruct models answer inside a fenced block; anything after the fence is prose.
 CHAT_STOP = ["```", "\nif __name__", "\n# Example usage", "\n# Test"]
@@ -17,11 +17,16 @@ COMPLETION_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n
 _TOP_LEVEL_KEEP = ("def ", "async def ", "class ", "import ", "from ", "@", "#", ")", "]", "}")
 
 
+def user_turn(problem: Problem) -> str:
+    return f"{INSTRUCTION}\n\n```python\n{problem.prompt}```"
+
+
 def build_prompt(problem: Problem, tokenizer, prompt_format: str) -> str:
     """``chat``: chat template with the function prefilled in the assistant turn; ``completion``: the raw prompt."""
     if prompt_format == "completion":
         return problem.prompt
-    messages = [{"role": "user", "content": INSTRUCTION}, {"role": "assistant", "content": f"```python\n{problem.prompt}"}]
+    messages = [{"role": "user", "content": user_turn(problem)},
+                {"role": "assistant", "content": f"```python\n{problem.prompt}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
-from ieta.prompts import INSTRUCTION, extract_completion, stop_strings
+from ieta.prompts import extract_completion, stop_strings, user_turn
 
 REPAIR_INSTRUCTION = ("Your function failed when it ran against the tests. Fix it and answer with the whole corrected "
                       "function in one Python code block.")
@@ -44,7 +44,7 @@ def build_repair_prompt(problem: Problem, record: dict, tokenizer, prompt_format
         comment = "\n".join("# " + line for line in feedback.splitlines())
         return f"{attempt}\n\n# The function above failed its tests:\n{comment}\n# Fixed version:\n{problem.prompt}"
     messages = [
-        {"role": "user", "content": INSTRUCTION},
+        {"role": "user", "content": user_turn(problem)},
         {"role": "assistant", "content": f"```python\n{attempt}```"},
         {"role": "user", "content": f"{REPAIR_INSTRUCTION}\n\n{feedback}"},
         {"role": "assistant", "content": f"```python\n{problem.prompt}"},

@@ -1,14 +1,18 @@
-"""Sampling stage: batched HF decoding, ``n`` completions per problem sharing one prefill of its prompt.
+"""Sampling stage: HF models decoded by continuous batching, ``n`` completions per problem sharing one prefill.
 
-On CPU a decode step costs in proportion to the rows in the batch, so rows that hit EOS or a stop string leave the
-batch (and its KV cache) at once instead of decoding padding until the longest row ends, as ``generate`` does.
+On CPU a decode step costs about the same for 16 rows as for 64 (reading the weights dominates), so the batch is kept
+full: a row that reaches EOS or a stop string leaves the batch and its KV cache at once (HF ``generate`` keeps
+computing finished rows until the longest one ends), and the next prompts are prefilled and join as soon as there
+is room for their ``n`` samples.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
@@ -16,105 +20,161 @@ from ieta.prompts import build_prompt, extract_completion, stop_strings
 
 #: top-p looks for the nucleus among this many most likely tokens first (exact; a full sort only when it is wider).
 _NUCLEUS_CANDIDATES = 1024
+#: spare KV-cache columns allocated at once (a copy of the cache every this many steps, not every step)
+_CACHE_ROOM = 128
+#: most prompts prefilled in one forward (they are sorted by length, so a group pads little)
+_PREFILL_GROUP = 8
 
 
-def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """Greedy, or nucleus sampling with HF's semantics (keep a token while the mass before it is < top_p)."""
     if temperature <= 0:
         return logits.argmax(-1)
     probs = (logits.float() / temperature).softmax(-1)
     if top_p >= 1:
-        return torch.multinomial(probs, 1).squeeze(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     top, idx = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
     wide = (top.sum(-1) < top_p).nonzero().squeeze(-1)
-    tokens = _nucleus_sample(top, idx, top_p)
+    tokens = _nucleus_sample(top, idx, top_p, generator)
     if len(wide):  # a nucleus wider than the candidates: sort those rows fully
-        tokens[wide] = _nucleus_sample(*probs[wide].sort(dim=-1, descending=True), top_p)
+        tokens[wide] = _nucleus_sample(*probs[wide].sort(dim=-1, descending=True), top_p, generator)
     return tokens
 
 
-def _nucleus_sample(top: torch.Tensor, idx: torch.Tensor, top_p: float) -> torch.Tensor:
+def _nucleus_sample(top: torch.Tensor, idx: torch.Tensor, top_p: float, generator) -> torch.Tensor:
     top = top * ((top.cumsum(-1) - top) < top_p)
-    return idx.gather(-1, torch.multinomial(top, 1)).squeeze(-1)
+    return idx.gather(-1, torch.multinomial(top, 1, generator=generator)).squeeze(-1)
 
 
-def _stopped(tokenizer, tokens: list[int], stops: list[str], window: int) -> bool:
-    return bool(stops) and any(s in tokenizer.decode(tokens[-window:]) for s in stops)
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [length - x.shape[dim], 0]
+    return F.pad(x, pad)
 
 
-def _decode(model, tokenizer, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None, *, temperature: float,
-            top_p: float, max_new_tokens: int, stops: list[str], bar: tqdm) -> list[list[int]]:
-    """Token ids generated for each row of the left-padded ``ids``, whose last column is not in ``cache`` yet."""
-    eos = model.generation_config.eos_token_id
-    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]))
-    window = max((len(s) for s in stops), default=0) + 2  # tokens: each decodes to >= 1 character
-    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    rows = torch.arange(ids.shape[0])  # which original row each batch row is
-    last, position = ids[:, -1:], mask.sum(-1, keepdim=True) - 1
-    cache = cache if cache is not None else DynamicCache(config=model.config)
-    for _ in range(max_new_tokens):
-        logits = model(input_ids=last, attention_mask=mask, position_ids=position, cache=cache,
-                       use_cache=True).logits[:, -1]
-        token = next_tokens(logits, temperature, top_p)
-        done = torch.isin(token, eos)
-        for j, (row, t) in enumerate(zip(rows.tolist(), token.tolist())):
-            if not done[j]:
-                out[row].append(t)
-                done[j] = _stopped(tokenizer, out[row], stops, window)
-        bar.update(1)
-        if done.all():
-            break
-        if done.any():  # drop finished rows from the batch and the cache
-            keep = (~done).nonzero().squeeze(-1)
-            cache.batch_select_indices(keep)
-            rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
-        last, position = token[:, None], position + 1
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
-    return out
+class _GrowingLayer(DynamicLayer):
+    """A KV-cache layer with spare room at the end: a decode step writes one column in place instead of copying the
+    whole cache with ``torch.cat`` (at 128 rows x 600 tokens that copy is ~2 GB per step). Whoever replaces ``keys``
+    (row selection, merging) just makes the next update move them into a fresh buffer."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length, new = self.get_seq_length(), key_states.shape[-2]
+        buf = getattr(self, "_buffers", None)
+        if (buf is None or buf[0].shape[-2] < length + new or self.keys.data_ptr() != buf[0].data_ptr()
+                or buf[0].shape[0] != key_states.shape[0]):
+            shape = (*key_states.shape[:2], length + new + _CACHE_ROOM, key_states.shape[-1])
+            buf = self._buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+            if length:
+                buf[0][:, :, :length], buf[1][:, :, :length] = self.keys, self.values
+        buf[0][:, :, length : length + new], buf[1][:, :, length : length + new] = key_states, value_states
+        self.keys, self.values = buf[0][:, :, : length + new], buf[1][:, :, : length + new]
+        return self.keys, self.values
 
 
-def _prefill(model, ids: torch.Tensor, mask: torch.Tensor) -> DynamicCache:
-    """KV cache of left-padded prompts; on CPU the prompt forward dominates, so it is paid once per prompt."""
+def _new_cache(model) -> DynamicCache:
     cache = DynamicCache(config=model.config)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    model(input_ids=ids, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True,
-          logits_to_keep=1)
+    cache.layers = [_GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+class _Batch:
+    """Rows decoding together. Each row has one pending token (``last``) not yet in ``cache``; ``mask`` covers the
+    cache plus that token, left-padded; ``slots`` says which output each row writes to."""
+
+    def __init__(self, model, tokenizer, stops: list[str]) -> None:
+        self.model, self.tokenizer, self.stops = model, tokenizer, stops
+        self.window = max((len(s) for s in stops), default=0) + 2  # tokens: each decodes to >= 1 character
+        eos = model.generation_config.eos_token_id
+        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]))
+        self.cache, self.mask, self.position, self.last = None, None, None, None
+        self.slots: list[int] = []
+
+    def admit(self, prompts: list[str], slots: list[int], n: int) -> None:
+        """Prefill ``prompts`` once, repeat each for its ``n`` samples, and append them as rows."""
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.model.device)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if ids.shape[1] < 2:
+            raise ValueError("prompts must be at least 2 tokens long")
+        cache, prefix = _new_cache(self.model), mask[:, :-1]
+        self.model(input_ids=ids[:, :-1], attention_mask=prefix, position_ids=(prefix.cumsum(-1) - 1).clamp(min=0),
+                   cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(n)
+        ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        last, position = ids[:, -1:], mask.sum(-1, keepdim=True) - 1
+        if self.cache is None:
+            self.cache, self.mask, self.position, self.last, self.slots = cache, mask, position, last, list(slots)
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers):
+            old.keys = torch.cat([_left_pad(old.keys, width - 1, -2), _left_pad(new.keys, width - 1, -2)])
+            old.values = torch.cat([_left_pad(old.values, width - 1, -2), _left_pad(new.values, width - 1, -2)])
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
+        self.position, self.last = torch.cat([self.position, position]), torch.cat([self.last, last])
+        self.slots += slots
+
+    def step(self, out: list[list[int]], temperature: float, top_p: float, generator, limit: int) -> list[int]:
+        """Decode one token per row into ``out``; rows done (EOS, stop string, ``limit`` tokens) leave. Returns them."""
+        logits = self.model(input_ids=self.last, attention_mask=self.mask, position_ids=self.position,
+                            cache=self.cache, use_cache=True).logits[:, -1]
+        token = next_tokens(logits, temperature, top_p, generator)
+        done = torch.isin(token, self.eos)
+        for j, (slot, t) in enumerate(zip(self.slots, token.tolist())):
+            if not done[j]:
+                out[slot].append(t)
+                done[j] = len(out[slot]) >= limit or self._stopped(out[slot])
+        finished = [s for s, d in zip(self.slots, done.tolist()) if d]
+        self.last, self.position = token[:, None], self.position + 1
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=-1)
+        if finished:
+            self._keep((~done).nonzero().squeeze(-1))
+        return finished
+
+    def _stopped(self, tokens: list[int]) -> bool:
+        return bool(self.stops) and any(s in self.tokenizer.decode(tokens[-self.window:]) for s in self.stops)
+
+    def _keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows``, then drop the left-padding columns no remaining row needs."""
+        self.slots = [self.slots[i] for i in rows.tolist()]
+        if not self.slots:
+            self.cache = None
+            return
+        self.cache.batch_select_indices(rows)
+        self.mask, self.position, self.last = self.mask[rows], self.position[rows], self.last[rows]
+        lead = int(self.mask.any(0).int().argmax())
+        if lead:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., lead:, :], layer.values[..., lead:, :]
+            self.mask = self.mask[:, lead:]
 
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float, top_p: float,
              max_new_tokens: int, batch_size: int, stops: list[str], seed: int, progress: bool = True,
              desc: str = "sample") -> list[list[str]]:
-    """``n`` continuations per prompt, in input order. Prompts are batched by length (``batch_size`` sequences per
-    batch); each prompt is prefilled once and its KV cache repeated for its ``n`` samples."""
-    per_batch = max(1, batch_size // n)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    outputs: list[list[str]] = [[] for _ in prompts]
+    """``n`` continuations per prompt, in input order. Up to ``batch_size`` sequences (at least ``n``) decode
+    together; prompts join longest first, each prefilled once for its ``n`` samples. Seeded: the same call gives the
+    same samples."""
     tokenizer.padding_side = "left"
-    n_batches = -(-len(prompts) // per_batch)
-    # the bar counts decoding steps, max_new_tokens per batch; a batch that stops early jumps ahead
-    bar = tqdm(total=n_batches * max_new_tokens, desc=desc, unit="step", disable=not progress)
-    for b, start in enumerate(range(0, len(order), per_batch)):
-        idx = order[start : start + per_batch]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(model.device)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        cache = _prefill(model, ids[:, :-1], mask[:, :-1]) if ids.shape[1] > 1 else None
-        if n > 1:
-            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-            if cache is not None:
-                cache.batch_repeat_interleave(n)
-        torch.manual_seed(seed + b)  # same config -> same samples (on CPU)
-        before = bar.n
-        tokens = _decode(model, tokenizer, ids, mask, cache, temperature=temperature, top_p=top_p,
-                         max_new_tokens=max_new_tokens, stops=stops, bar=bar)
-        texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        for j, i in enumerate(idx):
-            outputs[i] = texts[j * n : (j + 1) * n]
-        bar.update(max_new_tokens - (bar.n - before))
-        bar.set_postfix(prompts=f"{min(start + per_batch, len(prompts))}/{len(prompts)}")
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # prompt i's sample j is slot i * n + j
+    batch, capacity = _Batch(model, tokenizer, stops), max(batch_size, n)
+    bar = tqdm(total=len(out), desc=desc, unit="sample", disable=not progress)
+    while queue or batch.slots:
+        room = (capacity - len(batch.slots)) // n
+        while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length
+            admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
+            batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
+            room -= len(admitted)
+        bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
+        bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue))
     bar.close()
-    return outputs
+    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
 def sample(model, tokenizer, problems: list[Problem], cfg: SamplerConfig, *, n: int, temperature: float,
            prompt_format: str, seed: int, progress: bool = True, desc: str = "sample",
            weights: str | None = None) -> list[dict]:

@@ -78,3 +78,20 @@ def test_finished_rows_leave_the_batch_without_changing_the_others():
     assert len(stopped[0][0]) < len(free[0][0])
     for i in (1, 2):
         assert stopped[i] == free[i] or stop in stopped[i][0]
+
+
+def test_prompts_joining_a_running_batch_decode_as_if_alone():
+    """Continuous batching: a prompt prefilled into a batch mid-flight (left-padded into its KV cache) gets the
+    same greedy tokens as when it is decoded alone."""
+    from ieta.sample import generate
+
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=1)
+    # this random model continues prompt 0 with " return return return TITLE ...": the stop ends that row at step 4,
+    # so prompt 3 joins while prompt 2 (the longest, admitted first) is still decoding, then prompt 1 joins prompt 3
+    prompts = ["def f():\n    return", "1 2 3 4 5 6 7", "hello world, this is a longer prompt than the others",
+               "import os\nimport"]
+    kwargs = dict(n=1, temperature=0.0, top_p=1.0, max_new_tokens=16, stops=["TITLE"], seed=0, progress=False)
+    alone = [generate(model, tok, [p], batch_size=1, **kwargs)[0] for p in prompts]
+    assert alone[0] == [" return return return TITLE"] and all("TITLE" not in a[0] for a in alone[1:])
+    assert generate(model, tok, prompts, batch_size=2, **kwargs) == alone
