@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
-from ieta.io import write_jsonl
+from ieta.io import atomic_path, write_jsonl
 
 
 def as_base_model(model):
@@ -46,9 +46,11 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
 
 
 def save_training(trainer, out_dir: Path):
-    """Write the iteration's adapter and TRL log history; returns the trained PeftModel."""
-    trainer.model.save_pretrained(out_dir / "adapter")
+    """Write the iteration's TRL log history, then its adapter (atomically, last: it marks training done); returns
+    the trained PeftModel."""
     write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    with atomic_path(out_dir / "adapter") as adapter:
+        trainer.model.save_pretrained(adapter)
     return trainer.model
 
 
