@@ -19,9 +19,9 @@ TINY = ["model=tiny", "dataset.limit=2", "iteration.num_iterations=1", "iteratio
         "sandbox.timeout=5"]
 
 
-def compose_config(overrides: list[str] = ()) -> DictConfig:
+def compose_config(overrides: list[str] = (), with_hydra: bool = False) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 @pytest.fixture
