@@ -53,18 +53,23 @@ def stable(path: Path):
 
 
 def test_sigkill_during_sampling_then_training_resumes_to_the_same_artefacts(tmp_path):
-    reference, run = tmp_path / "reference", tmp_path / "run"
-    run_main(reference, "method=dpo")
+    reference, run, log = tmp_path / "reference", tmp_path / "run", tmp_path / "reference.log"
+    with open(log, "w") as out:  # the uninterrupted run, beside the interrupted one
+        uninterrupted = subprocess.Popen([sys.executable, "-m", "ieta.main", *TINY, "method=dpo",
+                                          f"hydra.run.dir={reference}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        run_until_killed(run, "ieta.sample:generate", 2, f"hydra.run.dir={run}")  # iteration 1's sampling
+        assert [m["iteration"] for m in read_json(run / "metrics.json")] == [0]
+        assert not (run / "iter_1" / "samples.jsonl").exists()
 
-    run_until_killed(run, "ieta.sample:generate", 2, f"hydra.run.dir={run}")  # iteration 1's sampling
-    assert [m["iteration"] for m in read_json(run / "metrics.json")] == [0]
-    assert not (run / "iter_1" / "samples.jsonl").exists()
+        run_until_killed(run, "peft:PeftModel.save_pretrained", 1, f"resume={run}")  # adapter written, not committed
+        assert (run / "iter_1" / "pairs.jsonl").exists() and (run / "iter_1" / ".adapter.tmp").is_dir()
+        assert not (run / "iter_1" / "adapter").exists()
 
-    run_until_killed(run, "peft:PeftModel.save_pretrained", 1, f"resume={run}")  # adapter written, not committed
-    assert (run / "iter_1" / "pairs.jsonl").exists() and (run / "iter_1" / ".adapter.tmp").is_dir()
-    assert not (run / "iter_1" / "adapter").exists()
-
-    run_main(run, "method=dpo")
+        run_main(run, "method=dpo")
+        assert uninterrupted.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        uninterrupted.kill()
     files = sorted(p.relative_to(reference) for p in reference.rglob("*")
                    if p.suffix in (".json", ".jsonl", ".safetensors") and ".hydra" not in p.parts)
     assert {"iter_1/samples.jsonl", "iter_1/pairs.jsonl", "iter_1/adapter/adapter_model.safetensors",
