@@ -20,12 +20,13 @@ OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The config ``python -m ieta.main <overrides>`` would run with, outside of a Hydra app (benchmarks, tests)."""
+def compose_config(overrides: list[str] | tuple[str, ...] = (), with_hydra: bool = False) -> DictConfig:
+    """The config ``python -m ieta.main <overrides>`` would run with, outside of a Hydra app (benchmarks, tests);
+    ``with_hydra`` keeps the ``hydra`` node (launcher, run dir)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 class ConfigError(ValueError):

@@ -7,11 +7,12 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+
+from ieta.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ COMPLETE_MARKER = "ieta_complete"
 
 class EmbeddedModelError(RuntimeError):
     """A part of the embedded model is missing or corrupt."""
+
+
+class ModelLoadError(OSError):
+    """A model or tokenizer could not be loaded; the message names the path and the fix."""
 
 
 def cache_dir() -> Path:
@@ -105,14 +110,10 @@ def embedded_dir(with_weights: bool = True) -> Path:
         if (target / COMPLETE_MARKER).exists():
             return target
         log.info("Converting the embedded model into %s (once; about a minute)", target)
-        with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp:
+        with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp, atomic_path(target) as staged:
             gguf = assemble_gguf(Path(tmp) / f"{EMBEDDED_NAME}.gguf")
-            staged = Path(tmp) / "out"
             _convert(gguf, staged, with_weights)
             (staged / COMPLETE_MARKER).write_text(EMBEDDED_SHA256 + "\n")
-            if target.exists():  # a stale, incomplete directory from a killed run
-                shutil.rmtree(target)
-            os.rename(staged, target)
     return target
 
 
@@ -137,11 +138,37 @@ def pick_device() -> tuple[str, torch.dtype]:
     return "cpu", torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+def _load_hint(path: str) -> str:
+    """Why ``path`` (a directory or a Hub id) may not have loaded, and the fix."""
+    if Path(path).is_dir():
+        hint = (f"the directory {path} is incomplete or corrupt; it needs config.json, the tokenizer files and the "
+                "weights, as save_pretrained writes them")
+        return hint + ("; delete it and IETA converts the embedded model again" if Path(path).is_relative_to(cache_dir())
+                       else "")
+    from huggingface_hub import constants
+
+    where = "the Hub is offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "it could not be downloaded"
+    return (f"{path!r} is neither a local directory nor in the Hugging Face cache, and {where}. Use the embedded "
+            "default (model=qwen2.5-coder-0.5b, nothing to download), a local model directory "
+            "(model=hf model.path=/path/to/model), or download the model once while online")
+
+
+def _from_pretrained(auto_class, path: str, **kwargs):
+    """``auto_class.from_pretrained(path)``; a model that cannot be found or read raises ``ModelLoadError``."""
+    from safetensors import SafetensorError
+
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, SafetensorError) as e:
+        cause = (str(e).strip().splitlines() or [""])[0]
+        raise ModelLoadError(f"cannot load {path}: {_load_hint(path)} ({type(e).__name__}: {cause})") from e
+
+
 def load_tokenizer(path: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
     source = str(embedded_dir(with_weights=False)) if path in ("embedded", "tiny") else path
-    tok = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
+    tok = _from_pretrained(AutoTokenizer, source, **({"gguf_file": gguf_file} if gguf_file else {}))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -160,5 +187,5 @@ def load_model(path: str, dtype: torch.dtype, device: str, gguf_file: str | None
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        model = AutoModelForCausalLM.from_pretrained(resolve_path(path), dtype=dtype, **kwargs)
+        model = _from_pretrained(AutoModelForCausalLM, resolve_path(path), dtype=dtype, **kwargs)
     return model.to(device)

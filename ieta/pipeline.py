@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import platform
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ieta.config import RunConfig
+from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem, load_problems, select_splits
 from ieta.evaluate import evaluate, execute, repair_turn, sample_and_execute
 from ieta.execute import SandboxConfig
@@ -23,6 +25,8 @@ from ieta.prompts import build_prompt
 
 log = logging.getLogger(__name__)
 VERSIONED = ("ieta", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core", "wandb")
+#: config keys a resumed run may change: they do not change its results
+RESUMABLE_KEYS = ("progress", "resume", "logger")
 
 
 def seed_everything(seed: int) -> None:
@@ -37,7 +41,7 @@ def stage_seed(seed: int, iteration: int, stage: int) -> int:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
+    out = {"python": platform.python_version()}
     for name in VERSIONED:
         try:
             out[name] = importlib.metadata.version(name)
@@ -55,8 +59,39 @@ def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], d
         "sampler": {"n": cfg.sampler.n, "train_n": cfg.sampler.train_n or cfg.sampler.n,
                     "temperature": cfg.sampler.temperature, "max_new_tokens": cfg.sampler.max_new_tokens},
         "device": device, "dtype": str(dtype).removeprefix("torch."),
-        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(),
+        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(), "config": _plain_config(cfg),
     }
+
+
+def _plain_config(cfg: RunConfig) -> dict:
+    """The validated config as JSON data (``run_info.json``'s ``config``)."""
+    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)))
+
+
+def _result_keys(config: dict, prefix: str = "") -> dict:
+    """``config`` flattened (``{"sampler.n": 2, ...}``), without the keys a resumed run may change."""
+    flat = {}
+    for key, value in config.items():
+        if prefix + key in RESUMABLE_KEYS:
+            continue
+        flat |= _result_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {prefix + key: value}
+    return flat
+
+
+def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
+    """A run dir continues only under the config it was started with: mixed configs would give mixed results."""
+    info = run_dir / "run_info.json"
+    started = read_json(info).get("config") if info.exists() else None
+    if started is None:  # a new run dir
+        return
+    before, now = _result_keys(started), _result_keys(_plain_config(cfg))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(
+            f"invalid config: resume: {run_dir} was started with other settings, and continuing it would mix their "
+            "results: " + "; ".join(f"{k}={before.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+            + ". Rerun with the settings it was started with (run_info.json, 'config'), or start a new run dir "
+            "(another hydra.run.dir, without resume=)")
 
 
 def load_policy(cfg: RunConfig):
@@ -157,6 +192,7 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
     from ieta.report import write_run_report
     from ieta.tracking import start_tracker
 
+    _check_resumable(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     train, evaluation = splits(cfg)

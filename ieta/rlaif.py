@@ -118,7 +118,6 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     if judge is not None and judge.model is None:
         judge.model = trainer.model
     trainer.train()
-    policy = save_training(trainer, out_dir)
     stats = judge.stats.to_dict() if judge else {}
     if trainer.args.should_save:  # the main process's judge stats under accelerate launch
         write_json(out_dir / "judge_stats.json", {"enabled": judge is not None, "seed": seed,
@@ -127,4 +126,4 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     if stats.get("unparsable"):
         log.warning("judge: %d/%d answers were unparsable and scored neutral (%s)", stats["unparsable"],
                     stats["answers"], out_dir / "judge_stats.json")
-    return policy
+    return save_training(trainer, out_dir)  # the adapter last: it marks the iteration's training done

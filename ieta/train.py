@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
-from ieta.io import write_jsonl
+from ieta.io import atomic_path, write_jsonl
 
 
 def as_base_model(model):
@@ -53,11 +53,15 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
 
 
 def save_training(trainer, out_dir: Path):
-    """Write the iteration's adapter and TRL log history; returns the trained PeftModel. Under ``accelerate launch``
-    every process calls this and only the main one writes (``save_model`` first gathers ZeRO-3 shards)."""
-    trainer.save_model(str(out_dir / "adapter"))
-    if trainer.args.should_save:
-        write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    """Write the iteration's TRL log history, then its adapter (atomically, last: it marks training done); returns
+    the trained PeftModel. Under ``accelerate launch`` every process calls this (``save_model`` gathers ZeRO-3
+    shards) and only the main one writes."""
+    if not trainer.args.should_save:
+        trainer.save_model(str(out_dir / "adapter"))
+        return trainer.model
+    write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
+    with atomic_path(out_dir / "adapter") as adapter:
+        trainer.save_model(str(adapter))
     return trainer.model
 
 

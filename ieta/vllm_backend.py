@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from ieta.io import atomic_path
+
 _ENGINE: dict = {}  # one engine per process: {"path": str, "llm": vllm.LLM}
 
 
@@ -41,6 +43,7 @@ def generate(weights: str | Path, prompts: list[str], *, n: int, temperature: fl
 
 def save_policy(model, tokenizer, out_dir: Path) -> Path:
     """Write the merged policy where vLLM can load it; returns the merged (adapter-free) model's directory."""
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with atomic_path(out_dir) as staged:
+        model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
     return out_dir

@@ -48,11 +48,16 @@ def test_unknown_method_lists_the_options():
 @pytest.mark.parametrize("override, expected", [
     ("method=nonexistent", ["method", "baseline", "dpo"]),
     ("iteration.num_iterations=-1", ["iteration.num_iterations", ">= 0"]),
+    ("model=tiny hydra.run.dir={tmp}/file/run", ["cannot write {tmp}/file/run: not a writable directory", "hydra.run.dir=<dir>"]),
+    ("model=tiny resume={tmp}/typo", ["resume={tmp}/typo is not a run dir", "use hydra.run.dir={tmp}/typo"]),
 ])
 def test_cli_fails_fast_before_loading_a_model(tmp_path, override, expected):
-    proc = subprocess.run([sys.executable, "-m", "ieta.main", override, f"hydra.run.dir={tmp_path}/run"],
-                          capture_output=True, text=True, timeout=120)
+    (tmp_path / "file").write_text("")
+    args = override.format(tmp=tmp_path).split()
+    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):
+        args.append(f"hydra.run.dir={tmp_path}/run")
+    proc = subprocess.run([sys.executable, "-m", "ieta.main", *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     for text in expected:
-        assert text in proc.stderr
-    assert not (tmp_path / "run" / "run_info.json").exists()
+        assert text.format(tmp=tmp_path) in proc.stderr
+    assert not list(tmp_path.rglob("run_info.json")) and not (tmp_path / "typo").exists()

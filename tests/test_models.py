@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ieta.models import EMBEDDED_PARTS, EmbeddedModelError, _part_path, assemble_gguf, load_model, load_tokenizer
+from ieta.models import (EMBEDDED_PARTS, EmbeddedModelError, ModelLoadError, _part_path, assemble_gguf, load_model,
+                         load_tokenizer)
 
 
 def _shadow_part(tmp_path: Path, monkeypatch, index: int, corrupt) -> str:
@@ -52,12 +53,41 @@ def test_tiny_model_is_random_qwen2_with_embedded_tokenizer():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_local_directory_loads_like_a_hub_id(tmp_path):
+def _save_local(directory: Path):
     tok = load_tokenizer("tiny")
     model = load_model("tiny", torch.float32, "cpu", random_init={"hidden_size": 16, "intermediate_size": 32,
                        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}, seed=2)
-    model.save_pretrained(tmp_path / "local")
-    tok.save_pretrained(tmp_path / "local")
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return model, tok
+
+
+def test_local_directory_loads_like_a_hub_id(tmp_path):
+    model, tok = _save_local(tmp_path / "local")
     again = load_model(str(tmp_path / "local"), torch.float32, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert len(load_tokenizer(str(tmp_path / "local"))) == len(tok)
+
+
+def test_unknown_hub_id_offline_points_to_the_embedded_default(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for load in (lambda: load_tokenizer("nobody/no-such-model"), lambda: load_model("nobody/no-such-model", torch.float32, "cpu")):
+        with pytest.raises(ModelLoadError, match=r"'nobody/no-such-model' is neither a local directory nor in the Hugging "
+                           r"Face cache, and the Hub is offline.*model=qwen2\.5-coder-0\.5b"):
+            load()
+
+
+@pytest.mark.parametrize("damage, where", [
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "local"),
+    (lambda p: p.unlink(), "cache/models/converted"),  # the converted embedded model: deleting it reconverts
+], ids=["truncated", "missing-in-cache"])
+def test_corrupt_or_missing_weights_name_the_directory(tmp_path, monkeypatch, damage, where):
+    directory = tmp_path / where
+    _save_local(directory)
+    damage(directory / "model.safetensors")
+    monkeypatch.setenv("IETA_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError, match=f"the directory {directory} is incomplete or corrupt") as e:
+        load_model(str(directory), torch.float32, "cpu")
+    assert ("delete it and IETA converts the embedded model again" in str(e.value)) == (where != "local")

@@ -57,10 +57,10 @@ def bench_pairs(tokenizer, count: int, prompt_format: str) -> list[dict]:
 
 
 def _time(cfg, pairs: list[dict], steps: int) -> tuple[StepTimer, float]:
-    from ieta.pipeline import _load_policy
+    from ieta.pipeline import load_policy
     from ieta.train import train_dpo
 
-    model, tokenizer, _, _ = _load_policy(cfg)
+    model, tokenizer, _, _ = load_policy(cfg)
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="ieta-bench-train-") as tmp:
         train_dpo(model, tokenizer, pairs, cfg.method, steps=steps, out_dir=Path(tmp), seed=cfg.seed,

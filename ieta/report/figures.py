@@ -15,6 +15,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ieta.io import atomic_path  # noqa: E402
 from ieta.report.loading import display_name  # noqa: E402
 from ieta.report.tables import Estimate  # noqa: E402
 
@@ -26,8 +27,8 @@ def _palette(levels: Sequence[str]) -> dict[str, tuple]:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:], dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
 
