@@ -7,6 +7,7 @@ memory, a new adapter is trained on top, and disabling it (TRL's PEFT reference)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -67,7 +68,9 @@ def save_training(trainer, out_dir: Path):
 
 #: DPOConfig values that differ from TRL's defaults (``method.trainer`` overrides them). The reference is fixed for
 #: an iteration (a fresh adapter on the policy it starts from), so its log-probs are computed once, before the steps,
-#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step.
+#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step. Single-process
+#: runs only: TRL shares the precomputed values through a datasets cache file, which an in-memory dataset keeps in a
+#: per-process temporary dir that other ranks cannot open.
 DPO_SETTINGS = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8}
 
 
@@ -81,7 +84,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **DPO_SETTINGS,
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **(DPO_SETTINGS if single else {}),
                         **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress)})
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     seen = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
