@@ -141,7 +141,7 @@ class SamplerConfig:
     train_temperature: float | None = None
     top_p: float = 0.95
     max_new_tokens: int = 512
-    batch_size: int = 32
+    batch_size: int = 64
     repair_turn: bool = False
     gpu_memory_utilization: float = 0.3
 

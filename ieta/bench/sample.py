@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from ieta.config import SamplerConfig
 from ieta.data import load_problems
 from ieta.models import load_model, load_tokenizer, pick_device
 from ieta.prompts import build_prompt, stop_strings
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt for our sampler")
     ap.add_argument("--plain", type=int, default=4, help="prompts (of the same ones) for plain batch-1 generate")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="longest completion, both")
-    ap.add_argument("--batch-size", type=int, default=32, help="sequences per batch for our sampler")
+    ap.add_argument("--batch-size", type=int, default=SamplerConfig.batch_size, help="sequences decoding together (ours)")
     ap.add_argument("--model", default="embedded", help="'embedded', a Hub id or a local path")
     args = ap.parse_args(argv)
     tok = load_tokenizer(args.model)
