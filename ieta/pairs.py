@@ -39,9 +39,8 @@ def _share(record: dict) -> float:
 
 def _graded(failing: list[dict], min_margin: float) -> list[tuple[dict, dict]]:
     """Between failing samples, prefer the one passing a larger share of the asserts (largest margins first)."""
-    ranked = sorted(((a, b) for a in failing for b in failing if _share(a) - _share(b) >= min_margin),
-                    key=lambda ab: -(_share(ab[0]) - _share(ab[1])))
-    return ranked
+    return sorted(((a, b) for a in failing for b in failing if _share(a) - _share(b) >= min_margin),
+                  key=lambda ab: -(_share(ab[0]) - _share(ab[1])))
 
 
 def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: PairsConfig, *,
