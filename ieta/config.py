@@ -81,6 +81,11 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    top_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.top_layers is None or self.top_layers >= 1, "method.lora.top_layers",
+               f"must be >= 1 or null; got {self.top_layers}")
 
 
 @dataclass
@@ -142,10 +147,13 @@ class SamplerConfig:
     top_p: float = 0.95
     max_new_tokens: int = 512
     batch_size: int = 64
+    quantize: str = "auto"
     repair_turn: bool = False
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
+        _check(self.quantize in ("auto", "int8", "none"), "sampler.quantize",
+               f"must be one of ['auto', 'int8', 'none']; got {self.quantize!r}")
         _check(self.backend in ("hf", "vllm"), "sampler.backend", f"must be one of ['hf', 'vllm']; got {self.backend!r}")
         _check(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]")
         _check(self.n >= 1, "sampler.n", f"must be >= 1; got {self.n}")

@@ -60,7 +60,7 @@ def sample_repairs(model, tokenizer, problems: dict[str, Problem], failing: list
     prompts = [build_repair_prompt(problems[r["task_id"]], r, tokenizer, prompt_format) for r in failing]
     raws = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=cfg.top_p,
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, stops=stop_strings(prompt_format),
-                    seed=seed, progress=progress, desc="repair") if prompts else []
+                    seed=seed, quantize=cfg.quantize, progress=progress, desc="repair") if prompts else []
     return [
         {"task_id": r["task_id"], "completion_id": f"{r['completion_id']}-repair", "repair_of": r["completion_id"],
          "completion": extract_completion(raw, prompt_format), "raw": raw, "temperature": temperature, "seed": seed}

@@ -19,10 +19,10 @@ from omegaconf.errors import OmegaConfBaseException
 from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
-from ieta.io import write_json
+from ieta.io import read_jsonl, write_json
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
-from ieta.train import as_base_model, lora_config, save_training, trainer_args
+from ieta.train import as_base_model, completion_logits_only, lora_config, save_training, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class RlaifSettings:
     max_completion_length: int = 256
     temperature: float = 0.8
     top_p: float = 0.95
+    skip_solved: bool = True
     reward_weights: dict[str, float] = field(default_factory=lambda: {"execution": 1.0, "judge": 0.5})
     execution_reward: ExecutionRewardSettings = field(default_factory=ExecutionRewardSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
@@ -85,6 +86,16 @@ def _judge(settings: RlaifSettings, policy, tokenizer) -> Judge | None:
     return Judge(settings.judge, judge_model, load_tokenizer(settings.judge.model))
 
 
+def unsolved(problems: list[Problem], executions_path: Path) -> list[Problem]:
+    """The problems not every sample of this iteration solved (``executions_path``): GRPO learns nothing from a
+    group whose completions all pass, since their rewards, and so their advantages, are equal. All problems when
+    every one was solved or nothing was sampled."""
+    if not executions_path.exists():
+        return problems
+    failed = {r["task_id"] for r in read_jsonl(executions_path) if not r["passed"]}
+    return [p for p in problems if p.task_id in failed] or problems
+
+
 def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, steps: int, out_dir: Path, seed: int,
                 progress: bool = True):
     """Run ``steps`` GRPO steps on ``problems``; save the adapter, the log history and the judge's stats."""
@@ -93,6 +104,8 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     if not problems:
         raise ValueError("no training problems for rlaif")
     settings = RlaifSettings.from_config(getattr(cfg.method, "rlaif", None))
+    if settings.skip_solved:
+        problems = unsolved(problems, out_dir / "executions.jsonl")
     method = cfg.method
     model = as_base_model(model)
     weights = settings.active_rewards
@@ -113,11 +126,13 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     # a generation batch draws generation_batch_size / num_generations distinct prompts; fewer would yield no step
     needed = -(-args.generation_batch_size // settings.num_generations)
     dataset = Dataset.from_list(rows * -(-needed // len(rows)))
-    trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
-                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(method.lora))
-    if judge is not None and judge.model is None:
-        judge.model = trainer.model
-    trainer.train()
+    with completion_logits_only():
+        trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
+                              train_dataset=dataset, processing_class=tokenizer,
+                              peft_config=lora_config(method.lora, model))
+        if judge is not None and judge.model is None:
+            judge.model = trainer.model
+        trainer.train()
     stats = judge.stats.to_dict() if judge else {}
     if trainer.args.should_save:  # the main process's judge stats under accelerate launch
         write_json(out_dir / "judge_stats.json", {"enabled": judge is not None, "seed": seed,

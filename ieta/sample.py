@@ -1,12 +1,13 @@
 """Sampling stage: HF models decoded by continuous batching, ``n`` completions per problem sharing one prefill.
 
-On CPU a decode step costs about the same for 16 rows as for 64 (reading the weights dominates), so the batch is kept
-full: a row that reaches EOS or a stop string leaves the batch and its KV cache at once (HF ``generate`` keeps
-computing finished rows until the longest one ends), and the next prompts are prefilled and join as soon as there
-is room for their ``n`` samples.
+The batch is kept full: a row that reaches EOS or a stop string leaves the batch and its KV cache at once (HF
+``generate`` keeps computing finished rows until the longest one ends), and the next prompts are prefilled and join
+as soon as there is room for their ``n`` samples. On CPU the linear layers run in int8 (``sampler.quantize``).
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
+from ieta.int8 import int8_linears
 from ieta.prompts import build_prompt, extract_completion, stop_strings
 
 #: top-p looks for the nucleus among this many most likely tokens first (exact; a full sort only when it is wider).
@@ -45,6 +47,11 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
 def _nucleus_sample(top: torch.Tensor, idx: torch.Tensor, top_p: float, generator) -> torch.Tensor:
     top = top * ((top.cumsum(-1) - top) < top_p)
     return idx.gather(-1, torch.multinomial(top, 1, generator=generator)).squeeze(-1)
+
+
+def quantizes(model, quantize: str) -> bool:
+    """Whether ``sampler.quantize`` turns int8 on for ``model``: ``int8``, or ``auto`` on a CPU fp32 model."""
+    return quantize == "int8" or (quantize == "auto" and model.device.type == "cpu" and model.dtype == torch.float32)
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -151,11 +158,23 @@ class _Batch:
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float, top_p: float,
-             max_new_tokens: int, batch_size: int, stops: list[str], seed: int, progress: bool = True,
-             desc: str = "sample") -> list[list[str]]:
+             max_new_tokens: int, batch_size: int, stops: list[str], seed: int, quantize: str = "none",
+             progress: bool = True, desc: str = "sample") -> list[list[str]]:
     """``n`` continuations per prompt, in input order. Up to ``batch_size`` sequences (at least ``n``) decode
     together; prompts join longest first, each prefilled once for its ``n`` samples. Seeded: the same call gives the
-    same samples."""
+    same samples. ``quantize``: ``sampler.quantize`` (see :mod:`ieta.int8`)."""
+    int8 = quantizes(model, quantize)
+    if int8 and model.device.type != "cpu":
+        raise ValueError(f"sampler.quantize=int8 runs on CPU only; the model is on {model.device}")
+    with int8_linears(model) if int8 else nullcontext():
+        return _generate(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, stops=stops, seed=seed,
+                         progress=progress, desc=desc)
+
+
+def _generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
+              max_new_tokens: int, batch_size: int, stops: list[str], seed: int, progress: bool,
+              desc: str) -> list[list[str]]:
     tokenizer.padding_side = "left"
     generator = torch.Generator(device=model.device).manual_seed(seed)
     queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -190,7 +209,8 @@ def sample(model, tokenizer, problems: list[Problem], cfg: SamplerConfig, *, n: 
 
         raws = vllm_generate(weights, prompts, gpu_memory_utilization=cfg.gpu_memory_utilization, **common)
     else:
-        raws = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, desc=desc, **common)
+        raws = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, quantize=cfg.quantize, desc=desc,
+                        **common)
     return [
         {"task_id": p.task_id, "completion_id": j, "completion": extract_completion(raw, prompt_format),
          "raw": raw, "temperature": temperature, "seed": seed}

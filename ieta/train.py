@@ -8,6 +8,7 @@ memory, a new adapter is trained on top, and disabling it (TRL's PEFT reference)
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -32,11 +33,14 @@ def load_adapter(model, adapter_dir: Path):
     return PeftModel.from_pretrained(as_base_model(model), adapter_dir)
 
 
-def lora_config(lora: LoraSettings):
-    """The PEFT adapter each iteration trains (same for every method)."""
+def lora_config(lora: LoraSettings, model):
+    """The PEFT adapter each iteration trains (same for every method). With ``top_layers``, only the last blocks get
+    adapters: nothing below them needs gradients, so the backward pass stops there."""
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+    count = model.config.num_hidden_layers
+    layers = None if lora.top_layers is None else list(range(max(count - lora.top_layers, 0), count))
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, layers_to_transform=layers,
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
@@ -51,6 +55,25 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=not progress,
         bf16=model.dtype == torch.bfloat16, use_cpu=on_cpu, dataloader_pin_memory=not on_cpu,
     ) | dict(cfg.trainer)
+
+
+@contextmanager
+def completion_logits_only():
+    """TRL's fused LM head scores only the labelled (completion) positions on Triton devices, and every position
+    elsewhere, to keep tile shapes static for Neuron's compiler. On CPU that projects each prompt token onto the 152k
+    vocabulary too, forward and backward: 3-4x the head's work at HumanEval's prompt lengths. Within this block the
+    CPU takes the compact path as well (same values for the positions the loss uses)."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:  # another TRL version: nothing to change
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def save_training(trainer, out_dir: Path):
@@ -75,26 +98,28 @@ DPO_SETTINGS = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8
 
 
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
-              progress: bool = True, callbacks: list | None = None):
+              progress: bool = True, callbacks: list | None = None, trl_defaults: bool = False):
     """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel.
 
-    ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``)."""
+    ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``);
+    ``trl_defaults`` leaves out ``DPO_SETTINGS`` and :func:`completion_logits_only` (the benchmark's reference)."""
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **(DPO_SETTINGS if single else {}),
+    settings = DPO_SETTINGS if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not trl_defaults else {}
+    args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **settings,
                         **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress)})
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     seen = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     if len(dataset) > seen:  # the pairs `steps` steps will draw: precomputed reference log-probs cover no others
         dataset = dataset.shuffle(seed=seed).select(range(seen))
     tokenizer.padding_side = "right"
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(cfg.lora), callbacks=callbacks)
-    trainer.train()
+    with nullcontext() if trl_defaults else completion_logits_only():
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
+        trainer.train()
     return save_training(trainer, out_dir)
 
 
@@ -111,6 +136,6 @@ def train_sft(model, tokenizer, rows: list[dict], cfg: MethodConfig, *, steps: i
     tokenizer.padding_side = "right"
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(cfg.lora))
+                         peft_config=lora_config(cfg.lora, model))
     trainer.train()
     return save_training(trainer, out_dir)

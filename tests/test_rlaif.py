@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 import ieta.rewards as rewards
 from ieta.config import ConfigError
 from ieta.data import load_problems
-from ieta.io import read_json, read_jsonl
+from ieta.io import read_json, read_jsonl, write_jsonl
 from ieta.models import load_model, load_tokenizer
-from ieta.rlaif import RlaifSettings, _judge, train_rlaif
+from ieta.rlaif import RlaifSettings, _judge, train_rlaif, unsolved
 from tests.conftest import TINY, compose_config
 
 #: two completions of 8 tokens per prompt, one GRPO step, no gradient checkpointing: about 15 s on 2 busy cores
@@ -64,3 +64,16 @@ def test_rlaif_yaml_validates_and_errors_name_the_key():
                      ({"typo": 1}, "method.rlaif.typo")]:
         with pytest.raises(ConfigError, match=key):
             RlaifSettings.from_config(bad)
+
+
+def test_rlaif_trains_on_the_problems_not_every_sample_solved(tmp_path):
+    problems = load_problems("humaneval", limit=3)
+    ids = [p.task_id for p in problems]
+    path = tmp_path / "executions.jsonl"
+    write_jsonl(path, [{"task_id": ids[0], "passed": True}, {"task_id": ids[0], "passed": True},
+                       {"task_id": ids[1], "passed": True}, {"task_id": ids[1], "passed": False},
+                       {"task_id": ids[2], "passed": False}])
+    assert [p.task_id for p in unsolved(problems, path)] == ids[1:]
+    write_jsonl(path, [{"task_id": i, "passed": True} for i in ids])
+    assert unsolved(problems, path) == problems  # every one solved: nothing to prefer, train on all
+    assert unsolved(problems, tmp_path / "missing.jsonl") == problems

@@ -8,6 +8,7 @@ from ieta.io import read_jsonl
 from ieta.models import load_model, load_tokenizer
 from ieta.train import as_base_model, train_dpo
 from tests.conftest import compose_config
+from tests.test_sample import RANDOM_INIT
 
 PAIRS = [
     {"prompt": "def add(a, b):\n", "chosen": "    return a + b\n```", "rejected": "    return a - b\n```"},
@@ -48,3 +49,36 @@ def test_sft_step_changes_lora_weights(tmp_path):
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
     assert any("loss" in entry for entry in read_jsonl(tmp_path / "train_log.jsonl"))
+
+
+def test_lora_top_layers_trains_only_the_last_blocks(tmp_path):
+    cfg = validate(compose_config(["model=tiny", "method=dpo", "method.learning_rate=1e-2",
+                                   "method.lora.top_layers=1"]))
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
+    last = model.config.num_hidden_layers - 1
+    train_dpo(model, tok, PAIRS, cfg.method, steps=1, out_dir=tmp_path, seed=0, progress=False)
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert adapter and all(f".layers.{last}." in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+
+
+def test_completion_logits_only_scores_the_same_labelled_positions():
+    """The compact LM head gives TRL's values on the positions the loss uses, and zero elsewhere; TRL is restored."""
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from ieta.train import completion_logits_only
+
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
+    add_fused_lm_head(model)
+    ids = torch.tensor([[5, 9, 31, 200, 7, 8, 41, 3], [6, 1, 2, 77, 90, 4, 12, 11]])
+    labels = ids.masked_fill(torch.arange(8) < 4, -100)  # a 4-token prompt, then the completion
+    original = trl_utils._use_triton
+    every = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    with completion_logits_only():
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert trl_utils._use_triton is original
+    scored = labels[:, 1:] != -100
+    assert torch.allclose(compact[scored], every[scored], atol=1e-5) and not compact[~scored].any()

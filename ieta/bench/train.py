@@ -5,9 +5,12 @@ and trains the embedded model twice through ``ieta.train.train_dpo`` on the same
 canonical solution; rejected: the next problem's canonical body, so lengths are realistic):
 
 - ``TRL defaults``: DPOConfig's own defaults where IETA departs from them (bf16 autocast, gradient checkpointing,
-  a reference forward in every step), passed through ``method.trainer``;
+  a reference forward in every step) and TRL's LM head as it is (off Triton it scores every position);
 - ``ieta``: the composed config as a run would use it (fp32 on CPUs without native bf16, no activation
-  checkpointing, reference log-probs precomputed for the pairs the steps draw).
+  checkpointing, reference log-probs precomputed for the pairs the steps draw, the LM head on completion tokens
+  only).
+
+Both use the preset's LoRA adapter (``method.lora``), which is not a TRL setting.
 
 It prints the median seconds per optimisation step (after ``warmup`` steps), the one-off setup (trainer build,
 including any precomputed reference log-probs) and the total, with ratios.
@@ -29,9 +32,9 @@ from ieta.data import load_problems
 from ieta.prompts import build_prompt
 
 
-#: DPOConfig's own defaults for the settings IETA changes (``ieta.train.DPO_SETTINGS``, the quick preset, the dtype)
-TRL_DEFAULTS = ["+method.trainer.bf16=true", "method.trainer.gradient_checkpointing=true",
-                "+method.trainer.precompute_ref_log_probs=false"]
+#: DPOConfig's own defaults for the settings the quick preset and the dtype choice change (``train_dpo``'s
+#: ``trl_defaults`` leaves out the rest)
+TRL_DEFAULTS = ["+method.trainer.bf16=true", "method.trainer.gradient_checkpointing=true"]
 
 
 class StepTimer(TrainerCallback):
@@ -56,7 +59,7 @@ def bench_pairs(tokenizer, count: int, prompt_format: str) -> list[dict]:
              "rejected": nxt.canonical_solution + "```"} for p, nxt in zip(problems, problems[1:])]
 
 
-def _time(cfg, pairs: list[dict], steps: int) -> tuple[StepTimer, float]:
+def _time(cfg, pairs: list[dict], steps: int, trl_defaults: bool) -> tuple[StepTimer, float]:
     from ieta.pipeline import load_policy
     from ieta.train import train_dpo
 
@@ -64,7 +67,7 @@ def _time(cfg, pairs: list[dict], steps: int) -> tuple[StepTimer, float]:
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="ieta-bench-train-") as tmp:
         train_dpo(model, tokenizer, pairs, cfg.method, steps=steps, out_dir=Path(tmp), seed=cfg.seed,
-                  progress=False, callbacks=[timer])
+                  progress=False, callbacks=[timer], trl_defaults=trl_defaults)
     return timer, time.perf_counter() - timer.created
 
 
@@ -84,10 +87,11 @@ def main(argv: list[str]) -> int:
     pairs = bench_pairs(tok, steps * ours.method.per_device_train_batch_size, ours.model.prompt_format)
     tokens = [len(tok(p["prompt"] + p["chosen"])["input_ids"]) for p in pairs]
     print(f"{len(pairs)} pairs, {statistics.mean(tokens):.0f} tokens per chosen sequence (mean), batch "
-          f"{ours.method.per_device_train_batch_size}, LoRA r={ours.method.lora.r}, {torch.get_num_threads()} threads")
+          f"{ours.method.per_device_train_batch_size}, LoRA r={ours.method.lora.r} on the top "
+          f"{ours.method.lora.top_layers or 'all'} blocks, {torch.get_num_threads()} threads")
     rows = {}
     for name, cfg in (("TRL defaults", defaults), ("ieta", ours)):
-        timer, total = _time(cfg, pairs, steps)
+        timer, total = _time(cfg, pairs, steps, trl_defaults=name == "TRL defaults")
         step = statistics.median(timer.steps[args.warmup:])
         rows[name] = (step, timer.setup, total)
         print(f"{name:13s} trainer {dict(cfg.method.trainer) or '{}'}: {step:6.1f} s/step (median of "
