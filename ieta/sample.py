@@ -94,7 +94,8 @@ class _Batch:
         self.model, self.tokenizer, self.stops = model, tokenizer, stops
         self.window = max((len(s) for s in stops), default=0) + 2  # tokens: each decodes to >= 1 character
         eos = model.generation_config.eos_token_id
-        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]))
+        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]),
+                                device=model.device)
         self.cache, self.mask, self.position, self.last = None, None, None, None
         self.slots: list[int] = []
 
