@@ -167,29 +167,21 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: f
     int8 = quantizes(model, quantize)
     if int8 and model.device.type != "cpu":
         raise ValueError(f"sampler.quantize=int8 runs on CPU only; the model is on {model.device}")
-    with int8_linears(model) if int8 else nullcontext():
-        return _generate(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, stops=stops, seed=seed,
-                         progress=progress, desc=desc)
-
-
-def _generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
-              max_new_tokens: int, batch_size: int, stops: list[str], seed: int, progress: bool,
-              desc: str) -> list[list[str]]:
     tokenizer.padding_side = "left"
     generator = torch.Generator(device=model.device).manual_seed(seed)
     queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # prompt i's sample j is slot i * n + j
     batch, capacity = _Batch(model, tokenizer, stops), max(batch_size, n)
     bar = tqdm(total=len(out), desc=desc, unit="sample", disable=not progress)
-    while queue or batch.slots:
-        room = (capacity - len(batch.slots)) // n
-        while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length
-            admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
-            batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
-            room -= len(admitted)
-        bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
-        bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue))
+    with int8_linears(model) if int8 else nullcontext():
+        while queue or batch.slots:
+            room = (capacity - len(batch.slots)) // n
+            while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length
+                admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
+                batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
+                room -= len(admitted)
+            bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
+            bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue))
     bar.close()
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
