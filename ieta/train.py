@@ -8,6 +8,7 @@ memory, a new adapter is trained on top, and disabling it (TRL's PEFT reference)
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
     """TRL arguments every method shares (DPOConfig, SFTConfig and GRPOConfig take them alike); the method's
     ``trainer`` passthrough overrides any of them."""
     on_cpu = model.device.type == "cpu"
-    return dict(
+    # PEFT under ZeRO-3 (set by `accelerate launch`) needs reentrant activation checkpointing. TRL 1.16 forces it on
+    # `gradient_checkpointing_kwargs`, an alias transformers 5 has copied by then, so the backward failed; set the name
+    # the Trainer reads instead.
+    zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    reentrant = {"activation_checkpointing_kwargs": {"use_reentrant": True}} if zero3 else {}
+    return reentrant | dict(
         output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -91,10 +97,33 @@ def save_training(trainer, out_dir: Path):
 
 #: DPOConfig values that differ from TRL's defaults (``method.trainer`` overrides them). The reference is fixed for
 #: an iteration (a fresh adapter on the policy it starts from), so its log-probs are computed once, before the steps,
-#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step. Single-process
-#: runs only: TRL shares the precomputed values through a datasets cache file, which an in-memory dataset keeps in a
-#: per-process temporary dir that other ranks cannot open.
+#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step.
 DPO_SETTINGS = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8}
+
+
+def shared_dataset(dataset: Dataset, path: Path) -> Dataset:
+    """``dataset`` saved at ``path`` by the main process and read back by every process. TRL caches what it derives
+    (tokens, precomputed reference log-probs) next to a dataset's files, so all ranks of an ``accelerate launch``
+    then share one cache under the run dir; an in-memory dataset would cache in a per-process temporary dir."""
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)  # a rerun's rows replace an interrupted attempt's
+            dataset.save_to_disk(str(path))
+        return load_from_disk(str(path))
+
+
+def drop_precompute_engine(trainer) -> None:
+    """Under DeepSpeed, TRL (1.16) precomputes the reference log-probs through an inference engine of its own, and
+    its ZeRO-3 hooks stay on the policy when ``train`` wraps it again: the first step then fails inside DeepSpeed
+    (``IndexError: pop from an empty deque``). Remove that engine's hooks once its values are cached."""
+    engine = getattr(trainer, "_precompute_engine", None)
+    if engine is not None:
+        engine.destroy()
+        trainer._precompute_engine = None
 
 
 def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: int, out_dir: Path, seed: int,
@@ -108,7 +137,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    settings = DPO_SETTINGS if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not trl_defaults else {}
+    settings = {} if trl_defaults else DPO_SETTINGS
     args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **settings,
                         **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress)})
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
@@ -117,8 +146,9 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
         dataset = dataset.shuffle(seed=seed).select(range(seen))
     tokenizer.padding_side = "right"
     with nullcontext() if trl_defaults else completion_logits_only():
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=shared_dataset(dataset, out_dir / "trainer" / "pairs"),
+                             processing_class=tokenizer, peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
+        drop_precompute_engine(trainer)
         trainer.train()
     return save_training(trainer, out_dir)
 

@@ -36,6 +36,22 @@ def trained_lora_b(adapter_dir: Path) -> list[torch.Tensor]:
     return [v for k, v in load_file(adapter_dir / "adapter_model.safetensors").items() if "lora_B" in k]
 
 
+def reference_log_probs_precomputed(run_dir: Path) -> bool:
+    """TRL cached the precomputed reference log-probs next to the pairs dataset shared by all ranks."""
+    from datasets import Dataset
+
+    caches = (run_dir / "iter_2" / "trainer" / "pairs").glob("cache-*.arrow")
+    return any("ref_chosen_logps" in Dataset.from_file(str(f)).column_names for f in caches)
+
+
+def assert_trained_in_two_processes(run_dir: Path, output: str, distributed_type: str):
+    lora_b = trained_lora_b(run_dir / "iter_2" / "adapter")
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means trained
+    assert len([e for e in read_jsonl(run_dir / "iter_2" / "train_log.jsonl") if "loss" in e]) == 2
+    assert output.count(f"iteration 2: trained in 2 processes ({distributed_type})") == 1
+    assert reference_log_probs_precomputed(run_dir)
+
+
 @pytest.mark.parametrize("override, key", [
     ("accelerate.num_processes=0", "accelerate.num_processes"),
     ("+accelerate.processes=2", "accelerate has keys accelerate launch does not know: ['processes']"),
@@ -74,10 +90,19 @@ def test_ddp_launch_on_two_cpu_processes_trains_and_writes_once(ddp_run, capfd):
     run_dir, cfg, _ = ddp_run
     launch(cfg, run_dir, 2)
     out = capfd.readouterr()
-    lora_b = trained_lora_b(run_dir / "iter_2" / "adapter")
-    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means trained
-    assert len([e for e in read_jsonl(run_dir / "iter_2" / "train_log.jsonl") if "loss" in e]) == 2
-    assert (out.out + out.err).count("iteration 2: trained in 2 processes (MULTI_CPU)") == 1
+    assert_trained_in_two_processes(run_dir, out.out + out.err, "MULTI_CPU")
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3"])
+def test_deepspeed_launch_on_two_cpu_processes_trains(tmp_path, capfd, monkeypatch, config):
+    """ZeRO-2/3 sharding across two real processes, on DeepSpeed's CPU accelerator (gloo); the same code path as on
+    GPUs, including the reference log-probs precomputed before the training engine wraps the policy."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    cfg, _ = make_run_dir(tmp_path, f"accelerate={config}", "accelerate.num_processes=2", "accelerate.use_cpu=true")
+    launch(cfg, tmp_path, 2)
+    out = capfd.readouterr()
+    assert_trained_in_two_processes(tmp_path, out.out + out.err, "DEEPSPEED")
 
 
 @pytest.mark.gpu
@@ -93,3 +118,4 @@ def test_accelerate_configs_train_on_gpu(tmp_path, capfd, config):
     out = capfd.readouterr()
     assert all(v.abs().sum() > 0 for v in trained_lora_b(tmp_path / "iter_2" / "adapter"))
     assert (out.out + out.err).count(f"iteration 2: trained in {processes} processes") == 1
+    assert reference_log_probs_precomputed(tmp_path)
