@@ -51,9 +51,10 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
     on_cpu = model.device.type == "cpu"
     # PEFT under ZeRO-3 (set by `accelerate launch`) needs reentrant activation checkpointing. TRL 1.16 forces it on
     # `gradient_checkpointing_kwargs`, an alias transformers 5 has copied by then, so the backward failed; set the name
-    # the Trainer reads instead.
+    # the Trainer reads instead (unless `method.trainer` sets either name: then transformers' own rule decides).
     zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
-    reentrant = {"activation_checkpointing_kwargs": {"use_reentrant": True}} if zero3 else {}
+    user_set = {"activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"} & set(cfg.trainer)
+    reentrant = {"activation_checkpointing_kwargs": {"use_reentrant": True}} if zero3 and not user_set else {}
     return reentrant | dict(
         output_dir=str(out_dir / "trainer"), max_steps=steps, seed=seed, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
