@@ -10,7 +10,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-METHODS = ("baseline", "dpo", "rlaif", "sft")
 PAIR_STRATEGIES = ("pass_fail", "graded", "repair")
 #: failing outcomes, in the default order of preference as `rejected` (runtime errors first)
 OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "failed")
@@ -120,7 +119,6 @@ class MethodConfig:
     rlaif: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(self.name in METHODS, "method", f"must be one of {list(METHODS)}; got {self.name!r}")
         _check(self.beta > 0, "method.beta", "must be > 0")
         _check(self.per_device_train_batch_size >= 1, "method.per_device_train_batch_size", "must be >= 1")
 
@@ -203,6 +201,14 @@ def _check_accelerate(launch: dict[str, Any]) -> None:
     _check(isinstance(processes, int) and processes >= 1, "accelerate.num_processes", f"must be >= 1; got {processes!r}")
 
 
+def _check_method(run: RunConfig) -> None:
+    """``method.name`` names a registered method (``ieta/methods/``), whose own checks then run."""
+    from ieta.methods import available, get_method
+
+    _check(run.method.name in available(), "method", f"must be one of {available()}; got {run.method.name!r}")
+    get_method(run.method.name).check_config(run)
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check types, unknown keys and values against the schema; raise ``ConfigError`` naming the key."""
     from ieta.execute import SandboxConfig
@@ -212,9 +218,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     try:
         run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
         SandboxConfig(**run.sandbox)
-        if run.method.name == "rlaif":
-            from ieta.rlaif import RlaifSettings
-            RlaifSettings.from_config(run.method.rlaif)
+        _check_method(run)
     except ConfigError:
         raise
     except OmegaConfBaseException as e:

@@ -107,3 +107,10 @@ def select_splits(problems: list[Problem], split: str, eval_fraction: float, spl
         return problems, problems
     train, evaluation = split_problems(problems, eval_fraction, split_seed)
     return (train, train) if split == "train" else (train, evaluation)
+
+
+def run_splits(dataset) -> tuple[list[Problem], list[Problem]]:
+    """The training and evaluation problems of the ``dataset`` config group (``cfg.dataset``)."""
+    split = getattr(dataset.split, "value", dataset.split)
+    problems = load_problems(dataset.source, dataset.limit)
+    return select_splits(problems, split, dataset.eval_fraction, dataset.split_seed)

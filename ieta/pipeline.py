@@ -6,38 +6,28 @@ import importlib.metadata
 import json
 import logging
 import platform
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ieta.config import ConfigError, RunConfig
-from ieta.data import Problem, load_problems, select_splits
+from ieta.data import Problem, run_splits
 from ieta.evaluate import evaluate, execute, repair_turn, sample_and_execute
 from ieta.execute import SandboxConfig
-from ieta.sandbox import sandbox_info
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
-from ieta.models import load_model, load_tokenizer, pick_device, resolve_path
-from ieta.pairs import build_pairs, sft_examples
+from ieta.methods import IterationData, get_method, train_iteration
+from ieta.models import resolve_path
+from ieta.pairs import build_pairs
+from ieta.policy import load_policy
 from ieta.prompts import build_prompt
+from ieta.sandbox import sandbox_info
+from ieta.seeding import seed_everything, stage_seed
 
 log = logging.getLogger(__name__)
 VERSIONED = ("ieta", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core", "wandb")
 #: config keys a resumed run may change: they do not change its results
 RESUMABLE_KEYS = ("progress", "resume", "logger")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def stage_seed(seed: int, iteration: int, stage: int) -> int:
-    """Distinct, reproducible seeds per (iteration, stage)."""
-    return seed * 10_000 + iteration * 10 + stage
 
 
 def _versions() -> dict[str, str]:
@@ -94,15 +84,6 @@ def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
             "(another hydra.run.dir, without resume=)")
 
 
-def load_policy(cfg: RunConfig):
-    device, dtype = pick_device()
-    if cfg.model.dtype != "auto":
-        dtype = getattr(torch, cfg.model.dtype)
-    tokenizer = load_tokenizer(cfg.model.path, cfg.model.gguf_file)
-    model = load_model(cfg.model.path, dtype, device, cfg.model.gguf_file, cfg.model.random_init, cfg.seed)
-    return model, tokenizer, device, dtype
-
-
 def _executed_references(problems: list[Problem], executions: list[dict], cfg: RunConfig, out: Path) -> list[dict]:
     """Run canonical solutions of problems where no sample passed: verified `chosen` stand-ins."""
     if not cfg.method.pairs.reference_fallback:
@@ -150,41 +131,28 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
         write_jsonl(pairs_path, pairs)
     log.info("iteration %d: %d samples, %d passing, %d pairs", k, len(executions),
              sum(r["passed"] for r in executions), len(pairs))
-    if not cfg.method.train:
+    method = get_method(cfg.method.name)
+    if not method.trains:
         return model
     from ieta.train import load_adapter
     if (it_dir / "adapter" / "adapter_config.json").exists():  # finished earlier: reload instead of retraining
-        return load_adapter(model, it_dir / "adapter")
-    data = pairs  # dpo: preference pairs; sft: rejection sampling on the passing samples; rlaif samples its own
-    if cfg.method.name == "sft":
-        data = sft_examples(train, executions, cfg.method.pairs, prompt_for=prompt_for, references=refs)
-        write_jsonl(it_dir / "sft.jsonl", data)
-    if not data and cfg.method.name != "rlaif":
-        log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, cfg.method.name)
-        return model
+        return load_adapter(model, it_dir / "adapter").eval()
+    rows: list[dict] = []
+    if method.data_file is not None:  # offline: the rows it trains on, on disk for `accelerate launch` processes
+        rows_path = it_dir / method.data_file
+        if rows_path.exists():
+            rows = read_jsonl(rows_path)
+        else:
+            rows = method.training_rows(IterationData(cfg, k, it_dir, train, executions, pairs, refs, prompt_for))
+            write_jsonl(rows_path, rows)
+        if not rows:
+            log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, method.name)
+            return model
     if cfg.accelerate is not None:  # `accelerate launch` processes train from the run dir; load what they wrote
         from ieta.train_stage import launch
         launch(cfg, it_dir.parent, k)
-        return load_adapter(model, it_dir / "adapter")
-    return train_policy(model, tokenizer, train, data, cfg, k, it_dir)
-
-
-def train_policy(model, tokenizer, train: list[Problem], data: list[dict], cfg: RunConfig, k: int, it_dir: Path):
-    """Train iteration ``k``'s adapter on ``data`` (rlaif: online on ``train``); in-process or in ieta.train_stage."""
-    seed = stage_seed(cfg.seed, k, 2)
-    steps = dict(steps=cfg.iteration.steps_per_iteration, out_dir=it_dir, seed=seed, progress=cfg.progress)
-    seed_everything(seed)
-    if cfg.method.name == "rlaif":  # online: samples its own completions, rewarded by the sandbox and a judge
-        from ieta.rlaif import train_rlaif
-        return train_rlaif(model, tokenizer, train, cfg, **steps)
-    from ieta.train import train_dpo, train_sft
-    return (train_sft if cfg.method.name == "sft" else train_dpo)(model, tokenizer, data, cfg.method, **steps)
-
-
-def splits(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
-    """The run's training and evaluation problems."""
-    problems = load_problems(cfg.dataset.source, cfg.dataset.limit)
-    return select_splits(problems, cfg.dataset.split.value, cfg.dataset.eval_fraction, cfg.dataset.split_seed)
+        return load_adapter(model, it_dir / "adapter").eval()
+    return train_iteration(model, tokenizer, train, rows, cfg, k, it_dir, seed=stage_seed(cfg.seed, k, 2))
 
 
 def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:
@@ -195,7 +163,7 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
     _check_resumable(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    train, evaluation = splits(cfg)
+    train, evaluation = run_splits(cfg.dataset)
     model, tokenizer, device, dtype = load_policy(cfg)
     write_json(run_dir / "run_info.json", _run_info(cfg, train, evaluation, device, dtype))
     metrics_path = run_dir / "metrics.json"

@@ -4,8 +4,9 @@
 
 From the run dir it rebuilds what the in-process pipeline holds when iteration K trains: the run's composed config
 (``.hydra/config.yaml``), the base policy with the adapters of iterations 1..K-1 merged in order, and the training
-data (``iter_K/pairs.jsonl`` for dpo, ``iter_K/sft.jsonl`` for sft, the training problems for rlaif). Every process
-then runs the pipeline's own ``train_policy``; only the main one writes ``iter_K/adapter`` and ``train_log.jsonl``.
+data (the method's rows file ``iter_K/<data_file>`` for offline methods, the training problems for online ones).
+Every process then runs the same ``ieta.methods.train_iteration`` as the in-process pipeline; only the main one
+writes ``iter_K/adapter`` and ``train_log.jsonl``.
 With ``accelerate=ddp|zero2|zero3`` the pipeline launches this itself (``launch``) and loads the adapter it wrote.
 """
 
@@ -23,12 +24,13 @@ import yaml
 from omegaconf import OmegaConf
 
 from ieta.config import RunConfig, validate
-from ieta.data import Problem
+from ieta.data import Problem, run_splits
 from ieta.io import read_jsonl
+from ieta.methods import get_method, train_iteration
+from ieta.policy import load_policy, merge_adapters
+from ieta.seeding import stage_seed
 
 log = logging.getLogger(__name__)
-#: the file the pipeline writes each offline method's training rows to, per iteration
-DATA_FILES = {"dpo": "pairs.jsonl", "sft": "sft.jsonl"}
 
 
 def launch(cfg: RunConfig, run_dir: Path, k: int) -> None:
@@ -44,41 +46,30 @@ def launch(cfg: RunConfig, run_dir: Path, k: int) -> None:
 
 
 def stage_policy(cfg: RunConfig, run_dir: Path, k: int):
-    """The policy iteration ``k`` starts from, on this process's device: the base model with the adapters of
-    iterations ``1..k-1`` merged in order (an iteration that had nothing to train on left none)."""
-    from ieta.pipeline import load_policy
-    from ieta.train import as_base_model, load_adapter
-
+    """The policy iteration ``k`` starts from, on this process's device."""
     if torch.cuda.is_available():  # one GPU per process
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     model, tokenizer, _, _ = load_policy(cfg)
-    for j in range(1, k):
-        adapter = run_dir / f"iter_{j}" / "adapter"
-        if (adapter / "adapter_config.json").exists():
-            model = as_base_model(load_adapter(model, adapter))
-    return model, tokenizer
+    return merge_adapters(model, run_dir, k), tokenizer
 
 
 def stage_data(cfg: RunConfig, run_dir: Path, k: int) -> tuple[list[Problem], list[dict]]:
-    """Iteration ``k``'s training input: the training problems (rlaif), else the rows the pipeline wrote."""
-    if cfg.method.name == "rlaif":
-        from ieta.pipeline import splits
-        return splits(cfg)[0], []
-    return [], read_jsonl(run_dir / f"iter_{k}" / DATA_FILES[cfg.method.name])
+    """Iteration ``k``'s training input: the training problems, and the rows an offline method trains on."""
+    method = get_method(cfg.method.name)
+    rows = read_jsonl(run_dir / f"iter_{k}" / method.data_file) if method.data_file else []
+    return run_splits(cfg.dataset)[0], rows
 
 
 def train_stage(run_dir: Path, k: int) -> None:
     """Train iteration ``k`` of the run in ``run_dir`` (in each process of an ``accelerate launch``)."""
     from accelerate import PartialState
 
-    from ieta.pipeline import train_policy
-
     cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-    if not cfg.method.train:
+    if not get_method(cfg.method.name).trains:
         raise SystemExit(f"method {cfg.method.name} does not train")
     model, tokenizer = stage_policy(cfg, run_dir, k)
-    problems, data = stage_data(cfg, run_dir, k)
-    train_policy(model, tokenizer, problems, data, cfg, k, run_dir / f"iter_{k}")
+    problems, rows = stage_data(cfg, run_dir, k)
+    train_iteration(model, tokenizer, problems, rows, cfg, k, run_dir / f"iter_{k}", seed=stage_seed(cfg.seed, k, 2))
     state = PartialState()
     if state.is_main_process:
         log.info("iteration %d: trained in %d processes (%s); adapter written to %s", k, state.num_processes,

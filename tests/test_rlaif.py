@@ -11,7 +11,7 @@ from ieta.config import ConfigError
 from ieta.data import load_problems
 from ieta.io import read_json, read_jsonl, write_jsonl
 from ieta.models import load_model, load_tokenizer
-from ieta.rlaif import RlaifSettings, _judge, train_rlaif, unsolved
+from ieta.methods.rlaif import RlaifSettings, _judge, train_rlaif, unsolved
 from tests.conftest import TINY, compose_config
 
 #: two completions of 8 tokens per prompt, one GRPO step, no gradient checkpointing: about 15 s on 2 busy cores

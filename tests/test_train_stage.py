@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from ieta.config import ConfigError, validate
 from ieta.io import read_jsonl, write_jsonl
-from ieta.pipeline import load_policy
+from ieta.policy import load_policy
 from ieta.train import as_base_model, train_dpo
 from ieta.train_stage import launch, stage_policy
 from tests.conftest import TINY, compose_config

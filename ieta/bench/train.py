@@ -60,7 +60,7 @@ def bench_pairs(tokenizer, count: int, prompt_format: str) -> list[dict]:
 
 
 def _time(cfg, pairs: list[dict], steps: int, trl_defaults: bool) -> tuple[StepTimer, float]:
-    from ieta.pipeline import load_policy
+    from ieta.policy import load_policy
     from ieta.train import train_dpo
 
     model, tokenizer, _, _ = load_policy(cfg)

@@ -1,4 +1,4 @@
-"""RLAIF stage: online RL with TRL's GRPOTrainer + a fresh PEFT LoRA adapter per iteration.
+"""``rlaif``: online RL with TRL's GRPOTrainer + a fresh PEFT LoRA adapter per iteration.
 
 Rewards come from ``ieta.rewards``: the sandbox's execution reward and an AI judge's score of the code and its
 trace, weighted by ``method.rlaif.reward_weights`` (a weight of 0 drops that reward, and with it the judge's
@@ -20,6 +20,7 @@ from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
 from ieta.io import read_jsonl, write_json
+from ieta.methods.base import Method
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
 from ieta.train import as_base_model, completion_logits_only, lora_config, save_training, trainer_args
@@ -142,3 +143,19 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
         log.warning("judge: %d/%d answers were unparsable and scored neutral (%s)", stats["unparsable"],
                     stats["answers"], out_dir / "judge_stats.json")
     return save_training(trainer, out_dir)  # the adapter last: it marks the iteration's training done
+
+
+class Rlaif(Method):
+    """``rlaif``: online GRPO on the training problems, rewarded by the sandbox and an AI judge."""
+
+    name = "rlaif"
+
+    def check_config(self, cfg: RunConfig) -> None:
+        RlaifSettings.from_config(cfg.method.rlaif)
+
+    def train(self, model, tokenizer, problems, rows, cfg, *, steps, out_dir, seed, progress):
+        return train_rlaif(model, tokenizer, problems, cfg, steps=steps, out_dir=out_dir, seed=seed,
+                           progress=progress)
+
+
+METHOD = Rlaif()
