@@ -8,12 +8,7 @@ import importlib
 import pkgutil
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from ieta.methods.base import IterationData, Method
-
-if TYPE_CHECKING:
-    from ieta.config import RunConfig
 
 __all__ = ["IterationData", "Method", "available", "get_method", "train_iteration"]
 _NOT_METHODS = {"base"}
@@ -35,7 +30,7 @@ def get_method(name: str) -> Method:
     return method
 
 
-def train_iteration(model, tokenizer, problems, rows: list[dict], cfg: RunConfig, k: int, it_dir: Path, *,
+def train_iteration(model, tokenizer, problems, rows: list[dict], cfg, k: int, it_dir: Path, *,
                     seed: int):
     """Train iteration ``k`` with the configured method (in-process or in an ``accelerate launch`` process) and
     return the policy in eval mode: dropout off for the evaluation and sampling that follow."""

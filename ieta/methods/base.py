@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ieta.config import RunConfig
     from ieta.data import Problem
 
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 class IterationData:
     """What the pipeline produced for training iteration ``k`` (each list is also a file under ``dir``)."""
 
-    cfg: RunConfig
+    cfg: Any  # the run's RunConfig (ieta.config)
     k: int
     dir: Path
     problems: list[Problem]
@@ -42,14 +41,14 @@ class Method:
     #: the file under ``iter_<k>/`` that holds the rows it trains on; None: it trains online on the problems
     data_file: ClassVar[str | None] = None
 
-    def check_config(self, cfg: RunConfig) -> None:
+    def check_config(self, cfg) -> None:
         """Method-specific checks, run before any model loads; raise ``ConfigError`` naming the key."""
 
     def training_rows(self, it: IterationData) -> list[dict]:
         """The rows to train on (written to ``data_file``); offline methods with no rows leave the policy as is."""
         return []
 
-    def train(self, model, tokenizer, problems: list[Problem], rows: list[dict], cfg: RunConfig, *, steps: int,
+    def train(self, model, tokenizer, problems: list[Problem], rows: list[dict], cfg, *, steps: int,
               out_dir: Path, seed: int, progress: bool):
         """Train iteration ``out_dir``'s adapter; save it (last) and its log; return the updated policy."""
         raise NotImplementedError
