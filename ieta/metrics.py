@@ -1,5 +1,8 @@
 """Metrics computed from real execution records: pass@k, execution rate, error frequencies.
 
+Records with outcome ``sandbox_error`` (an infrastructure failure, not the model's) are left out of every rate and
+counted apart as ``sandbox_errors``; a problem whose every sample hit one drops out of the per-problem estimates.
+
 Uncertainty is a percentile bootstrap over problems (not samples): problems are the unit that varies
 between benchmarks, and samples of one problem are correlated. The RNG seed is fixed so that the same
 executions always give the same intervals.
@@ -14,6 +17,8 @@ import numpy as np
 
 #: Outcomes where the program ran through the tests (a failed assertion still counts as executed).
 EXECUTED_OUTCOMES = ("passed", "failed")
+#: The sandbox failed, not the sample: never the model's verdict.
+SANDBOX_ERROR = "sandbox_error"
 #: Bootstrap settings, recorded in every metrics record next to the intervals.
 CI_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000
@@ -27,10 +32,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def model_records(executions: Sequence[dict]) -> list[dict]:
+    """The records that judge the model: every one but ``sandbox_error``."""
+    return [r for r in executions if r.get("outcome") != SANDBOX_ERROR]
+
+
 def per_problem_counts(executions: Sequence[dict]) -> dict[str, tuple[int, int]]:
-    """``{task_id: (samples, passing samples)}``."""
+    """``{task_id: (samples, passing samples)}`` over the model's records (``sandbox_error`` left out)."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in executions:
+    for r in model_records(executions):
         counts[r["task_id"]][0] += 1
         counts[r["task_id"]][1] += bool(r["passed"])
     return {t: (n, c) for t, (n, c) in counts.items()}
@@ -58,10 +68,16 @@ def compute_metrics(executions: Sequence[dict], ks: Sequence[int]) -> dict:
     """Aggregate metrics over execution records; a k larger than the samples per problem is omitted.
 
     Adds ``ci`` (bootstrap 95% intervals over problems for each pass@k and the execution rate),
-    ``bootstrap`` (its settings) and ``notes`` (why a k was omitted).
+    ``bootstrap`` (its settings), ``notes`` (why a k was omitted) and ``sandbox_errors`` (records the sandbox
+    failed on, excluded from everything else).
     """
     if not executions:
         raise ValueError("no execution records to compute metrics from")
+    judged = model_records(executions)
+    sandbox_errors, executions = len(executions) - len(judged), judged
+    if not executions:
+        raise ValueError(f"all {sandbox_errors} execution records are sandbox errors: no verdict to compute metrics "
+                         "from (see the sandbox's messages in the records)")
     counts = per_problem_counts(executions)
     min_n = min(n for n, _ in counts.values())
     metrics: dict = {}
@@ -79,6 +95,9 @@ def compute_metrics(executions: Sequence[dict], ks: Sequence[int]) -> dict:
     metrics["outcomes"] = {o: c / len(executions) for o, c in sorted(Counter(r["outcome"] for r in executions).items())}
     metrics["num_problems"] = len(counts)
     metrics["num_samples"] = len(executions)
+    metrics["sandbox_errors"] = sandbox_errors
+    if sandbox_errors:
+        metrics["notes"].append(f"{sandbox_errors} sandbox errors (infrastructure failures) excluded from every rate")
     metrics["ci"] = _problem_cis(executions, counts, [k for k in ks if k <= min_n])
     metrics["bootstrap"] = {"level": CI_LEVEL, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
                             "unit": "problem"}

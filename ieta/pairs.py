@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from ieta.config import PairsConfig
 from ieta.data import Problem
+from ieta.metrics import model_records
 
 #: Chosen completions end by closing the code block the prompt opened.
 CLOSE_FENCE = "```"
+#: Where a pair's ``chosen`` came from: the policy's own sample, the problem's canonical solution, or a repair turn.
+CHOSEN_SOURCES = ("sample", "reference", "repair")
 
 
 def _unique(records: list[dict]) -> list[dict]:
@@ -22,9 +25,18 @@ def _unique(records: list[dict]) -> list[dict]:
     return out
 
 
+def chosen_source(pair: dict) -> str:
+    """``chosen_source`` of a pair (inferred from its strategy for pairs written before the field existed)."""
+    if "chosen_source" in pair:
+        return pair["chosen_source"]
+    return {"pass_fail_reference": "reference", "repair": "repair"}.get(pair["strategy"], "sample")
+
+
 def _pair(prompt: str, chosen: dict, rejected: dict, strategy: str, iteration: int) -> dict:
+    source = "reference" if chosen.get("completion_id") == "reference" else "repair" if "repair_of" in chosen else "sample"
     return {
-        "task_id": rejected["task_id"], "strategy": strategy, "iteration": iteration, "prompt": prompt,
+        "task_id": rejected["task_id"], "strategy": strategy, "chosen_source": source, "iteration": iteration,
+        "prompt": prompt,
         "chosen": chosen["completion"] + CLOSE_FENCE, "rejected": rejected["completion"] + CLOSE_FENCE,
         "chosen_id": chosen.get("completion_id"), "rejected_id": rejected["completion_id"],
         "chosen_outcome": chosen["outcome"], "rejected_outcome": rejected["outcome"],
@@ -56,7 +68,7 @@ def build_pairs(problems: Sequence[Problem], executions: Sequence[dict], cfg: Pa
     prompt, so the policy learns to write the fix at the first attempt, even where no sample passed.
     """
     by_task: dict[str, list[dict]] = defaultdict(list)
-    for r in executions:
+    for r in model_records(executions):  # a sandbox error says nothing about the sample: never in a pair
         by_task[r["task_id"]].append(r)
     passing_refs = {r["task_id"]: r for r in references if r["passed"]}
     fixed = {(r["task_id"], r["repair_of"]): r for r in repairs if r["passed"]}
@@ -101,9 +113,20 @@ def sft_examples(problems: Sequence[Problem], executions: Sequence[dict], cfg: P
     passing_refs = {r["task_id"]: r for r in references if r["passed"]}
     rows = []
     for problem in problems:
-        passing = _unique([r for r in executions if r["task_id"] == problem.task_id and r["passed"]])
+        passing = _unique([r for r in model_records(executions) if r["task_id"] == problem.task_id and r["passed"]])
         if not passing and cfg.reference_fallback and problem.task_id in passing_refs:
             passing = [passing_refs[problem.task_id]]
         rows += [{"task_id": problem.task_id, "prompt": prompt_for(problem), "completion": r["completion"] + CLOSE_FENCE,
                   "completion_id": r["completion_id"]} for r in passing[: cfg.max_per_problem]]
     return rows
+
+
+def pairs_stats(pairs: Sequence[dict]) -> dict:
+    """What the pairs of one iteration are made of: counts by ``chosen_source`` and strategy, and the share of pairs
+    whose ``chosen`` is a canonical solution (DPO on those distils the references rather than the policy's own
+    successes)."""
+    sources = Counter(chosen_source(p) for p in pairs)
+    return {"pairs": len(pairs), "problems": len({p["task_id"] for p in pairs}),
+            "chosen_source": {s: sources.get(s, 0) for s in CHOSEN_SOURCES},
+            "strategy": dict(sorted(Counter(p["strategy"] for p in pairs).items())),
+            "canonical_share": sources.get("reference", 0) / len(pairs) if pairs else None}

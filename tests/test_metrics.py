@@ -58,3 +58,16 @@ def test_single_problem_has_a_degenerate_interval() -> None:
 def test_no_records_is_an_error() -> None:
     with pytest.raises(ValueError, match="no execution records"):
         compute_metrics([], [1])
+
+
+def test_sandbox_errors_are_counted_apart_and_excluded_from_every_rate() -> None:
+    clean = compute_metrics(_executions(), [1, 2])
+    broken = _executions() + [_record("a", "sandbox_error", "SandboxError"), _record("d", "sandbox_error")]
+    m = compute_metrics(broken, [1, 2])
+    assert m["sandbox_errors"] == 2 and clean["sandbox_errors"] == 0
+    for key in ("pass@1", "pass@2", "execution_rate", "error_frequencies", "outcomes", "num_problems", "num_samples"):
+        assert m[key] == clean[key], key  # "d" had only a sandbox error: it is not a problem the model failed
+    assert per_problem_counts(broken) == per_problem_counts(_executions())
+    assert any("2 sandbox errors" in n for n in m["notes"])
+    with pytest.raises(ValueError, match="sandbox errors"):
+        compute_metrics([_record("a", "sandbox_error")], [1])

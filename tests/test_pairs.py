@@ -92,3 +92,35 @@ def test_repair_pairs_from_real_executions():
                         prompt_for=lambda p: "P", iteration=1, repairs=repaired)
     assert [(p["chosen_id"], p["rejected_id"], p["strategy"], p["repair_of"]) for p in pairs] == [("0-repair", 0, "repair", 0)]
     assert pairs[0]["prompt"] == "P" and pairs[0]["chosen"] == "    return number % 1.0\n```"
+
+
+def test_chosen_source_and_canonical_share_from_real_executions():
+    """One problem solved by a sample, one only by its canonical solution: half the pairs are canonical."""
+    from ieta.data import load_problems
+    from ieta.execute import SandboxConfig, execute_samples
+    from ieta.pairs import pairs_stats
+
+    problems = load_problems("humaneval", limit=3)[1:]  # separate_paren_groups, truncate_number
+    samples = [{"task_id": problems[1].task_id, "completion_id": 0, "completion": "    return number % 1.0\n"},
+               {"task_id": problems[1].task_id, "completion_id": 1, "completion": "    return number\n"},
+               {"task_id": problems[0].task_id, "completion_id": 2, "completion": "    return []\n"}]
+    refs = [{"task_id": problems[0].task_id, "completion_id": "reference", "completion": problems[0].canonical_solution}]
+    config = SandboxConfig(timeout=5)
+    executions = execute_samples(problems, samples, config=config, progress=False)
+    references = execute_samples(problems, refs, config=config, progress=False)
+    pairs = build_pairs(problems, executions, PairsConfig(), prompt_for=lambda p: "P", iteration=1,
+                        references=references)
+    assert sorted((p["task_id"], p["chosen_source"]) for p in pairs) == [
+        (problems[0].task_id, "reference"), (problems[1].task_id, "sample")]
+    stats = pairs_stats(pairs)
+    assert stats["canonical_share"] == 0.5 and stats["chosen_source"] == {"sample": 1, "reference": 1, "repair": 0}
+    assert pairs_stats([])["canonical_share"] is None
+
+
+def test_sandbox_errors_never_enter_pairs():
+    """Not even as `rejected` under the graded strategy, which pairs any two failing records."""
+    ex = [rec(0, False, "sandbox_error"), dict(rec(1, False, "failed"), asserts_passed=1, asserts_total=2)]
+    cfg = PairsConfig(strategies=["pass_fail", "graded"], graded_min_margin=0.1, reference_fallback=False)
+    assert build(ex, cfg) == []
+    sft = __import__("ieta.pairs", fromlist=["sft_examples"]).sft_examples
+    assert sft([P], [dict(rec(0, True, "passed"), outcome="sandbox_error")], cfg, prompt_for=lambda p: "P") == []
