@@ -176,13 +176,18 @@ def load_tokenizer(path: str, gguf_file: str | None = None):
 
 def load_model(path: str, dtype: torch.dtype, device: str, gguf_file: str | None = None,
                random_init: dict | None = None, seed: int = 0):
-    """Load the policy. ``random_init`` builds a small random Qwen2 (tests) sized by those Qwen2Config keys."""
+    """Load the policy. ``random_init`` builds a random Qwen2 from those Qwen2Config keys: a tiny one for tests, or
+    a real architecture (``shape``, see ``ieta.model_shapes``) to measure speed and memory without its weights."""
     from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from ieta.model_shapes import random_config
 
     if random_init is not None:
         tok = load_tokenizer("tiny")
-        config = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id, tie_word_embeddings=True, **random_init)
+        keys = {"vocab_size": len(tok), "tie_word_embeddings": True} | random_config(
+            random_init, embedded_dir(with_weights=False))
+        config = Qwen2Config(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id, **keys)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
