@@ -9,15 +9,14 @@ are listed (file:line and reason) on stderr and in ``<out>.rejected.jsonl``.  No
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from ieta.data import Problem, load_problems
 from ieta.io import scan_jsonl, write_jsonl
-from ieta.sandbox import SandboxConfig, isolation_summary
-from ieta.sandbox.instrument import instrument_test
+from ieta.sandbox import SandboxConfig, SandboxError, isolation_summary
+from ieta.sandbox.instrument import instrument_test, prompt_helpers
 from ieta.sandbox.report import build_record
 from ieta.sandbox.runner import Pool
 
@@ -45,10 +44,21 @@ def validate_sample(sample: object, problems: Mapping[str, Problem]) -> str | No
 def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bool) -> tuple[dict, object]:
     candidate = problem.prompt + completion
     test = instrument_test(problem.test, (candidate + "\n").count("\n"))
-    req = {"candidate": candidate, "test": test.code, "entry_point": problem.entry_point, "modules": test.modules,
-           "nonce": os.urandom(16), "timeout": min(config.timeout, 1.0) if trace else config.timeout,
+    req = {"candidate": candidate, "helpers": prompt_helpers(problem.prompt, problem.entry_point), "test": test.code,
+           "entry_point": problem.entry_point, "timeout": min(config.timeout, 1.0) if trace else config.timeout,
            "trace": trace, "trace_max_events": config.trace_max_events, "trace_repr_chars": config.trace_repr_chars}
     return req, test
+
+
+def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
+         trace: bool, on_done=None) -> list[dict]:
+    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order."""
+    jobs = [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
+    out = []
+    for i, (req, test), resp in zip(indices, jobs, pool.map((j[0] for j in jobs), on_done)):
+        p = pmap[samples[i]["task_id"]]
+        out.append(build_record(resp, p.prompt + samples[i]["completion"], p.test, p.entry_point, test, config))
+    return out
 
 
 def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples: Sequence[dict],
@@ -56,6 +66,7 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
     """One record per sample, in input order (see ``ieta.sandbox.report`` for the fields).
 
     Failing samples are re-run under the line tracer (if ``config.trace``) so passing ones pay nothing.
+    A ``sandbox_error`` (the sandbox failed, not the sample) is retried once; ``sandbox_retried`` says so.
     """
     config = config or SandboxConfig()
     pmap = _problem_map(problems)
@@ -77,21 +88,18 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
     bar = tqdm(total=len(samples), desc="execute", unit="sample", disable=not progress, dynamic_ncols=True)
     with Pool(config) as pool:
         isolation = isolation_summary(pool.info | {"backend": config.backend})
-        jobs = [_request(pmap[s["task_id"]], s["completion"], config, trace=False) for s in samples]
-        for rec, s, (req, test), resp in zip(records, samples, jobs, pool.map((j[0] for j in jobs), bar.update)):
-            p = pmap[s["task_id"]]
-            rec.update(build_record(resp, req["nonce"], p.prompt + s["completion"], p.test, p.entry_point, test, config))
-            rec["isolation"] = isolation
+        everything = list(range(len(samples)))
+        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, config, False, bar.update)):
+            rec.update(verdict, isolation=isolation)
         bar.close()
-        failing = [i for i, r in enumerate(records) if not r["passed"] and r["outcome"] != "syntax_error"]
+        again = [i for i, r in enumerate(records) if r["outcome"] == "sandbox_error"]
+        for i, verdict in zip(again, _run(pool, pmap, samples, again, config, False)):
+            records[i].update(verdict, sandbox_retried=True)
+        failing = [i for i, r in enumerate(records) if not r["passed"] and r["outcome"] not in
+                   ("syntax_error", "sandbox_error")]
         if config.trace and failing:
-            traced = [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace=True)
-                      for i in failing]
-            for i, (req, test), resp in zip(failing, traced, pool.map(j[0] for j in traced)):
-                p = pmap[samples[i]["task_id"]]
-                again = build_record(resp, req["nonce"], p.prompt + samples[i]["completion"], p.test,
-                                     p.entry_point, test, config)
-                records[i]["line_trace"] = again["line_trace"] or []
+            for i, traced in zip(failing, _run(pool, pmap, samples, failing, config, True)):
+                records[i]["line_trace"] = traced["line_trace"] or []
     return records
 
 
@@ -119,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-trace", action="store_true", help="skip line traces of failing samples")
     ap.add_argument("--skip-invalid", action="store_true",
                     help="run the valid samples and list invalid lines instead of stopping")
+    ap.add_argument("--allow-weaker", action="store_true",
+                    help="run even where a required isolation feature is missing (sandbox.allow_weaker)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -128,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("workers", args.workers), ("timeout", args.timeout),
                                    ("backend", args.backend)) if v is not None}
     try:
-        config = SandboxConfig(**overrides, **({"trace": False} if args.no_trace else {}))
+        config = SandboxConfig(**overrides, **({"trace": False} if args.no_trace else {}),
+                               **({"allow_weaker": True} if args.allow_weaker else {}))
         problems = {p.task_id: p for p in load_problems(args.problems)}
         samples, rejected = load_samples(args.samples, problems)
     except (ValueError, FileNotFoundError) as e:
@@ -142,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rejected:
         write_jsonl(args.out + ".rejected.jsonl", rejected)
-    records = execute_samples(problems, samples, config, progress=not args.quiet)
+    try:
+        records = execute_samples(problems, samples, config, progress=not args.quiet)
+    except SandboxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     write_jsonl(args.out, records)
     n_pass = sum(r["passed"] for r in records)
-    print(f"{n_pass}/{len(records)} passed -> {args.out}", file=sys.stderr)
+    n_err = sum(r["outcome"] == "sandbox_error" for r in records)
+    print(f"{n_pass}/{len(records)} passed" + (f", {n_err} sandbox errors (not the samples' fault)" if n_err else "")
+          + f" -> {args.out}", file=sys.stderr)
     return 0
 
 

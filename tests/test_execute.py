@@ -168,10 +168,20 @@ def test_yaml_keys_match_dataclass_and_are_commented(name):
 
 def test_sandbox_info_states_isolation():
     info = sandbox_info(SandboxConfig(workers=1))
-    assert {"namespaces", "uid_drop", "rlimits", "fallbacks", "summary"} <= set(info)
-    assert info["summary"].startswith("ns:")
-    off = sandbox_info(SandboxConfig(workers=1, namespaces=False))
-    assert off["namespaces"] == [] and off["fallbacks"] and off["summary"].startswith("ns:none")
+    assert {"namespaces", "uid_drop", "rlimits", "fallbacks", "lost", "cgroup", "oom_score_adj", "summary"} <= set(info)
+    assert info["summary"].startswith("ns:pid,mnt,ipc") and "root:minimal" in info["summary"] and info["lost"] == []
+
+
+def test_weaker_isolation_is_refused_unless_allowed(problems):
+    with pytest.raises(SandboxError, match=r"namespaces disabled.*sandbox.allow_weaker=true"):
+        sandbox_info(SandboxConfig(workers=1, namespaces=False))
+    weak = SandboxConfig(workers=1, namespaces=False, allow_weaker=True)
+    off = sandbox_info(weak)
+    assert off["namespaces"] == [] and off["lost"] and off["summary"].startswith("ns:none")
+    assert "weaker:" in off["summary"]
+    p = problems["HumanEval/2"]
+    recs = execute_samples(problems, [{"task_id": p.task_id, "completion": p.canonical_solution}], weak, progress=False)
+    assert recs[0]["passed"] and "weaker:" in recs[0]["isolation"]
 
 
 def test_bucket():

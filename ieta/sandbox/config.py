@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 BACKENDS = ("process", "bwrap")
 
@@ -28,6 +28,8 @@ class SandboxConfig:
     drop_uid: bool = True
     base_uid: int = 61000
     bwrap_path: str = "bwrap"
+    packages: list[str] = field(default_factory=lambda: ["numpy", "numpy.libs"])
+    allow_weaker: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -45,6 +47,11 @@ class SandboxConfig:
             raise ValueError(f"sandbox.max_open_files must be >= 16, got {self.max_open_files}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"sandbox.workers must be >= 0 (0 = one per CPU), got {self.workers!r}")
+        self.packages = list(self.packages)
+        if not all(isinstance(p, str) and p and "/" not in p and not p.startswith(".") for p in self.packages):
+            raise ValueError(f"sandbox.packages must be names of site-packages entries, got {self.packages!r}")
+        if not isinstance(self.allow_weaker, bool):
+            raise ValueError(f"sandbox.allow_weaker must be true or false, got {self.allow_weaker!r}")
         if not 1000 <= self.base_uid <= 2**31 - 1000:
             raise ValueError(f"sandbox.base_uid must be an unprivileged uid in [1000, 2**31-1000], got {self.base_uid}")
 

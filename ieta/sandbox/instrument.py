@@ -1,8 +1,8 @@
-"""Rewrite a problem's test code so the parent can trust what the child reports.
+"""Rewrite a problem's test code for the judge process, and extract the prompt's helpers.
 
 Runs in the parent (pure AST work, cached per problem).  In the rewritten test:
-* every comparison goes through ``__ieta_cmp__``, which compares plain-data copies of the operands,
-  so an object whose ``__eq__``/``__lt__`` always returns True cannot pass;
+* every comparison goes through ``__ieta_cmp__`` (chained comparisons evaluated once, left to right);
+  the candidate's results arrive as plain data, so no operand has the candidate's methods;
 * every ``assert`` goes through ``__ieta_assert__(idx, ...)``, which records a per-assert result;
   top-level asserts of ``check`` record and go on (per-assert counts), nested ones raise as usual.
 """
@@ -91,3 +91,24 @@ def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
     code = compile(tree, "<test>", "exec", dont_inherit=True)
     return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts),
                             tuple(n + line_offset for n in rw.lines), tuple(sorted(modules)))
+
+
+@lru_cache(maxsize=4096)
+def prompt_helpers(prompt: str, entry_point: str) -> bytes:
+    """Marshalled code of the prompt without its entry point: imports and helpers the test may call.
+
+    The judge runs it, so the test calls the problem's own helpers, never the candidate's versions.
+    A prompt that ends in a bare signature is completed with ``pass`` to parse; one that still does
+    not parse gives no helpers.
+    """
+    for src in (prompt, prompt.rstrip() + "\n    pass\n"):
+        try:
+            tree = ast.parse(src)
+            break
+        except SyntaxError:
+            continue
+    else:
+        tree = ast.Module(body=[], type_ignores=[])
+    tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                                              and n.name == entry_point)]
+    return marshal.dumps(compile(tree, "<prompt>", "exec", dont_inherit=True))

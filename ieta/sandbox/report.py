@@ -1,33 +1,31 @@
-"""Turn a supervisor's response into the trace record; the verdict is decided here, in the parent."""
+"""Turn a supervisor's response into the trace record; the verdict is decided here, in the parent.
+
+Only the judge's report and the processes' exit statuses count; the candidate's process never
+writes to the report.  Anything unreadable gives a ``sandbox_error`` record, never an exception.
+"""
 
 from __future__ import annotations
 
-import marshal
 import os
 import signal
 
+from ieta.sandbox import wire
 from ieta.sandbox.config import SandboxConfig
 from ieta.sandbox.instrument import InstrumentedTest
 from ieta.sandbox.taxonomy import bucket, outcome_of_exception
 
+_KINDS = {"ok", "fail", "error", "syntax", "trace", "gone", "garbage", "unsendable", "done"}
 
-def parse_report(raw: bytes, nonce: bytes) -> tuple[list[tuple[str, object]], bool]:
-    """Frames that carry the run's nonce, in order; the flag says whether anything else was found."""
-    events, pos, n = [], 0, len(nonce)
-    while pos < len(raw):
-        if raw[pos:pos + n] != nonce or pos + n + 4 > len(raw):
-            return events, True
-        size = int.from_bytes(raw[pos + n:pos + n + 4], "little")
-        body = raw[pos + n + 4:pos + n + 4 + size]
-        if len(body) != size:
-            return events, True
-        try:
-            kind, payload = marshal.loads(body)
-        except (ValueError, EOFError, TypeError):
-            return events, True
-        events.append((kind, payload))
-        pos += n + 4 + size
-    return events, False
+
+def parse_report(raw: bytes) -> list[tuple[str, object]]:
+    """The judge's events in order; ``wire.BadData`` if the report is not well formed."""
+    events = []
+    for body in wire.frames(raw):
+        msg = wire.loads(body)
+        if type(msg) is not tuple or len(msg) != 2 or msg[0] not in _KINDS:
+            raise wire.BadData("unexpected event")
+        events.append(msg)
+    return events
 
 
 def _program_lines(candidate: str, test: str, entry_point: str) -> list[str]:
@@ -61,18 +59,34 @@ def _decode(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
-def build_record(resp: dict, nonce: bytes, candidate: str, test_src: str, entry_point: str,
-                 test: InstrumentedTest, config: SandboxConfig) -> dict:
+def _blank(test: InstrumentedTest) -> dict:
+    return {"passed": False, "outcome": "crashed", "error_type": "Other", "exception": None, "message": "",
+            "line": None, "source_line": None, "traceback": None, "asserts_passed": 0,
+            "asserts_total": test.n_asserts, "first_failure": None, "stdout_tail": "", "duration_s": None,
+            "peak_memory_mb": None, "line_trace": None}
+
+
+def sandbox_error(test: InstrumentedTest, why: str) -> dict:
+    rec = _blank(test)
+    rec.update(outcome="sandbox_error", exception="SandboxError", message=f"sandbox failure: {why}")
+    return rec
+
+
+def build_record(resp: dict, candidate: str, test_src: str, entry_point: str, test: InstrumentedTest,
+                 config: SandboxConfig) -> dict:
     """The verdict and trace fields of one sample (without the sample's own fields)."""
-    lines = _program_lines(candidate, test_src, entry_point)
-    rec = {"passed": False, "outcome": "crashed", "error_type": "Other", "exception": None, "message": "",
-           "line": None, "source_line": None, "traceback": None, "asserts_passed": 0,
-           "asserts_total": test.n_asserts, "first_failure": None, "stdout_tail": "", "duration_s": None,
-           "peak_memory_mb": None, "line_trace": None}
     if "error" in resp:
-        rec.update(message=f"sandbox failure: {resp['error']}")
-        return rec
-    events, tampered = parse_report(resp["report"], nonce)
+        return sandbox_error(test, str(resp["error"]))
+    try:
+        return _verdict(resp, candidate, test_src, entry_point, test, config)
+    except (wire.BadData, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        return sandbox_error(test, f"unreadable judge report ({type(e).__name__}: {e})")
+
+
+def _verdict(resp, candidate, test_src, entry_point, test, config):
+    lines = _program_lines(candidate, test_src, entry_point)
+    rec = _blank(test)
+    events = parse_report(resp["report"])
     tail = _decode(resp["out_tail"] or resp["out_head"])
     if resp["out_total"] > len(resp["out_head"]) + len(resp["out_tail"]):
         tail = f"[{resp['out_total'] - len(resp['out_head']) - len(resp['out_tail'])} bytes dropped]\n" + tail
@@ -83,29 +97,39 @@ def build_record(resp: dict, nonce: bytes, candidate: str, test_src: str, entry_
     ok_asserts = {p for k, p in events if k == "ok"}
     failure = next((p for k, p in events if k in ("fail", "error", "syntax")), None)
     done = next((p for k, p in events if k == "done"), None)
+    gone = next(((k, p) for k, p in events if k in ("gone", "garbage", "unsendable")), None)
     trace = [e for k, p in events if k == "trace" for e in p]
-    status = resp["status"]
-    clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    status, jstatus = resp["status"], resp["judge_status"]
     rec["asserts_passed"] = done["asserts_passed"] if done else len(ok_asserts)
     if trace:
         rec["line_trace"] = trace[:config.trace_max_events]
+    if not resp["confined"]:  # written before any candidate code runs, so the candidate cannot fake its absence
+        return sandbox_error(test, "the candidate's process could not be confined: " + tail[-300:].strip())
     if failure is not None:
         rec.update(_exception_fields(failure, lines, test))
         rec["outcome"] = outcome_of_exception(failure["exception"])
-    elif done is not None and done["clean"] and clean_exit and not resp["timed_out"] and not tampered:
+    elif done is not None and done["clean"] and not resp["timed_out"]:
         rec.update(passed=True, outcome="passed", error_type=None)
         return rec
+    elif gone is not None and gone[0] == "unsendable":
+        return sandbox_error(test, gone[1]) | {"stdout_tail": rec["stdout_tail"]}
     elif resp["timed_out"] or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU):
         rec.update(outcome="timeout", exception="Timeout", message=f"exceeded {config.timeout}s wall clock "
                    f"or {config.cpu_seconds}s CPU")
-    elif os.WIFSIGNALED(status):
+    elif gone is not None and gone[0] == "gone" and os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status)).name
         near_limit = resp["maxrss_kb"] >= 0.85 * config.memory_mb * 1024
-        rec.update(outcome="memory_limit" if near_limit else "crashed", exception=sig,
-                   message=f"killed by {sig}" + (" near the memory limit" if near_limit else ""))
+        if sig == "SIGKILL" and not near_limit:  # killed by us after it hung up on the judge
+            rec.update(outcome="crashed", exception="Exit", message=gone[1])
+        else:
+            rec.update(outcome="memory_limit" if near_limit else "crashed", exception=sig,
+                       message=f"killed by {sig}" + (" near the memory limit" if near_limit else ""))
+    elif gone is not None and gone[0] == "gone" and os.WIFEXITED(status):
+        rec.update(outcome="crashed", exception="Exit",
+                   message=f"process exited with code {os.WEXITSTATUS(status)} before the tests finished")
+    elif gone is not None:
+        rec.update(outcome="crashed", exception="Exit", message=gone[1])
     else:
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-        why = "the report was tampered with" if tampered else "before the tests finished"
-        rec.update(outcome="crashed", exception="Exit", message=f"process exited with code {code} {why}")
+        return sandbox_error(test, f"the judge ended without a verdict (status {jstatus})")
     rec["error_type"] = "Timeout" if rec["outcome"] == "timeout" else bucket(rec["exception"]) or "Other"
     return rec

@@ -1,14 +1,15 @@
 """Parent side of the sandbox: one zygote process per worker, and the request/response loop.
 
 Untrusted code never runs in this process.  Each worker thread owns a zygote (see ``zygote.py``);
-a zygote that stops answering is killed with its process group and restarted.
+a zygote that stops answering is killed with its process group and restarted on the next request;
+a failed restart answers ``{"error": ...}`` (a ``sandbox_error`` record) instead of breaking the pool.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import queue
-import select
 import shutil
 import signal
 import subprocess
@@ -18,48 +19,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ieta.sandbox import wire
 from ieta.sandbox.config import SandboxConfig
 
 SANDBOX_DIR = str(Path(__file__).resolve().parent)
 PRELOAD = ("math", "re", "string", "itertools", "functools", "collections", "heapq", "bisect", "random",
            "hashlib", "typing", "fractions", "decimal", "statistics", "operator", "copy", "json", "datetime")
 BOOT = "import sys; sys.path.insert(0, {dir!r}); import zygote; zygote.main()"
+INFO_KEYS = ("namespaces", "lost", "root", "uid_drop", "minimal_root", "cgroup", "oom_score_adj")
 ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 _GRACE_S = 10.0
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (not the sample)."""
-
-
-def _write_msg(fd: int, obj) -> None:
-    import marshal
-
-    body = marshal.dumps(obj)
-    data = memoryview(len(body).to_bytes(4, "little") + body)
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _read_msg(fd: int, deadline: float):
-    import marshal
-
-    head = _read_exact(fd, 4, deadline)
-    body = None if head is None else _read_exact(fd, int.from_bytes(head, "little"), deadline)
-    return None if body is None else marshal.loads(body)
 
 
 def resolve_bwrap(config: SandboxConfig) -> str:
@@ -80,31 +53,49 @@ class Zygote:
         self.start()
 
     def start(self) -> None:
-        cfg = self.config.to_dict() | {"sandbox_dir": SANDBOX_DIR, "preload": PRELOAD}
+        cfg = self.config.to_dict() | {"sandbox_dir": SANDBOX_DIR, "preload": PRELOAD, "slot": self.slot,
+                                       "python": sys.executable}
         if self.config.backend == "bwrap":
             cfg["bwrap"] = resolve_bwrap(self.config)
-        cfg["python"] = sys.executable
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT.format(dir=SANDBOX_DIR)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ZYGOTE_ENV,
                                      close_fds=True, start_new_session=True, cwd="/")
-        _write_msg(self.proc.stdin.fileno(), cfg)
-        self.info = _read_msg(self.proc.stdout.fileno(), time.monotonic() + 60)
-        if self.info is None:
+        try:
+            wire.write(self.proc.stdin.fileno(), cfg)
+            body = wire.read_body(self.proc.stdout.fileno(), 1 << 20, time.monotonic() + 60)
+            info = None if body is None else wire.loads(body)
+        except (OSError, wire.BadData):
+            info = None
+        if not isinstance(info, dict) or not set(INFO_KEYS) <= set(info):
             self.close()
             raise SandboxError("sandbox zygote failed to start")
+        if info["lost"] and not self.config.allow_weaker:
+            self.close()
+            raise SandboxError("the sandbox cannot give full isolation here: " + "; ".join(info["lost"])
+                               + ". Fix that, or set sandbox.allow_weaker=true to run with weaker isolation "
+                               "(recorded in run_info.json)")
+        self.info = info
 
     def run(self, request: dict) -> dict:
         """Send one request; returns the supervisor's response, or ``{"error": ...}``."""
         request["slot"] = self.slot
+        if self.proc is None:
+            try:
+                self.start()
+            except SandboxError as e:
+                return {"error": f"zygote restart failed: {e}"}
         try:
-            _write_msg(self.proc.stdin.fileno(), request)
-            resp = _read_msg(self.proc.stdout.fileno(), time.monotonic() + request["timeout"] + _GRACE_S)
-        except OSError as e:
+            body = marshal.dumps(request)  # may hold code objects: the zygote reads it with marshal
+            view = memoryview(len(body).to_bytes(4, "little") + body)
+            while view:
+                view = view[os.write(self.proc.stdin.fileno(), view):]
+            raw = wire.read_body(self.proc.stdout.fileno(), 1 << 28, time.monotonic() + request["timeout"] + _GRACE_S)
+            resp = None if raw is None else wire.loads(raw)
+        except (OSError, wire.BadData) as e:
             resp = {"error": f"zygote pipe failed: {e}"}
-        if resp is None or "error" in resp:
+        if not isinstance(resp, dict) or "error" in resp:
             self.close()
-            self.start()
-            return resp or {"error": "zygote did not answer in time"}
+            return resp if isinstance(resp, dict) else {"error": "zygote did not answer in time"}
         return resp
 
     def close(self) -> None:

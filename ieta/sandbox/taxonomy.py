@@ -4,7 +4,9 @@ from __future__ import annotations
 
 BUCKETS = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "NameError", "AttributeError", "KeyError",
            "RecursionError", "SyntaxError", "AssertionError", "Timeout", "Other")
-OUTCOMES = ("passed", "failed", "runtime_error", "syntax_error", "timeout", "memory_limit", "crashed")
+OUTCOMES = ("passed", "failed", "runtime_error", "syntax_error", "timeout", "memory_limit", "crashed", "sandbox_error")
+# ``sandbox_error``: the sandbox failed (not the sample); retried once, never the model's fault
+MODEL_OUTCOMES = OUTCOMES[:-1]
 
 # Subclasses that read better under their parent's bucket; anything unlisted is "Other".
 # MemoryError and kills by a resource limit are "Other": their outcome (memory_limit, crashed) says more.

@@ -1,186 +1,243 @@
 """Fork server that runs in its own process (``python -I``), one per parallel worker.
 
-At start it enters private mount/network/IPC namespaces once (no network, private tmpfs ``/tmp``),
-then for each request forks a supervisor which ``unshare``s a fresh PID namespace and forks the
-sandboxed child.  The child drops to an unprivileged per-worker uid, applies rlimits and runs
-``harness.run``.  The supervisor drains output (head and tail kept), enforces the wall clock by
-killing the namespace's init (the kernel then kills every process in it, detached ones included),
-and writes one response.  Messages both ways are length-prefixed ``marshal`` data.
+At start it enters its namespaces and minimal root (``isolate.enter``) and checks, with a probe
+sample, that a sample can be confined; then for each request it starts two processes:
+
+* the candidate's process, init of a fresh PID + mount + IPC namespace (``isolate.confine``), which
+  loads the program and answers calls of the entry point (``serve.py``);
+* the judge process, outside that namespace, which runs the problem's helpers and rewritten test
+  and calls the candidate over a pipe (``judge.py``).
+
+The supervisor (this process) drains the candidate's output (head and tail kept), enforces the wall
+clock by killing both (the kernel kills every process of the candidate's namespace with its init),
+and answers with the judge's report.  Messages are length-prefixed ``marshal`` data.
 """
 
-import ctypes
+import fcntl
 import marshal
 import os
-import resource
 import select
 import shutil
 import signal
 import sys
 import time
 
-import harness
+import isolate
+import judge
+import serve
+import wire
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 0x4000, 0x40000
-MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)  # elsewhere: unshare + fork
-REPORT_FD = 3
-PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+CANDIDATE_OOM, JUDGE_OOM = 1000, 900
+CALL_FD, REPLY_FD = 3, 4               # in the candidate's process
+J_REPLY_FD, J_CALL_FD, J_REPORT_FD = 3, 4, 5  # in the judge
+SETUP_FAILED = 70
+CONFINED = b"\x00ieta:confined\x00"  # first bytes of the candidate's output once it is confined
 
 
-def read_msg(fd):
-    head = _read_exact(fd, 4)
-    return None if head is None else marshal.loads(_read_exact(fd, int.from_bytes(head, "little")))
+def _place(fds):
+    """Move ``fds`` to 3, 4, ... in order and close everything else above 2."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]
+    for i, fd in enumerate(high):
+        os.dup2(fd, 3 + i)
+    os.closerange(3 + len(fds), 65536)
 
 
-def _read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+def _child_common(cfg):
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(ENV, HOME="/tmp", TMPDIR="/tmp")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def write_msg(fd, obj):
-    body = marshal.dumps(obj)
-    data = memoryview(len(body).to_bytes(4, "little") + body)
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _err(what):
-    return f"{what}: {os.strerror(ctypes.get_errno())}"
-
-
-def setup_namespaces(cfg):
-    """Enter private namespaces once for this zygote; returns what is active and what fell back."""
-    info = {"namespaces": [], "fallbacks": [], "uid_drop": False, "root": os.geteuid() == 0}
-    if not cfg["namespaces"]:
-        info["fallbacks"].append("namespaces disabled by config")
-        return info
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    if os.geteuid() != 0:
-        uid, gid = os.geteuid(), os.getegid()
-        if _libc.unshare(CLONE_NEWUSER | flags) != 0:
-            info["fallbacks"].append(_err("unshare(user,mnt,net,ipc) failed; running without namespaces"))
-            return info
-        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
-                           ("/proc/self/gid_map", f"0 {gid} 1")):
-            with open(path, "w") as f:
-                f.write(text)
-        info["namespaces"].append("user")
-    elif _libc.unshare(flags) != 0:
-        info["fallbacks"].append(_err("unshare(mnt,net,ipc) failed; no network isolation"))
-        return info
-    info["namespaces"] += ["mnt", "net", "ipc", "uts"]
-    if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        size = f"size={max(64, 4 * cfg['max_file_mb'])}m,nr_inodes=4096,mode=0711".encode()
-        for d in PRIVATE_DIRS:
-            if os.path.isdir(d) and _libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size) != 0:
-                info["fallbacks"].append(_err(f"private tmpfs on {d} failed"))
-        info["private_tmp"] = True
-        _expose_python(info)
-    else:
-        info["fallbacks"].append(_err("making mounts private failed; /tmp is shared"))
-    info["uid_drop"] = cfg["drop_uid"] and os.geteuid() == 0 and "user" not in info["namespaces"]
-    if not info["uid_drop"]:
-        info["fallbacks"].append("no uid drop (not root or disabled): RLIMIT_NPROC counts this uid's processes")
-    return info
-
-
-def _expose_python(info):
-    """Let the sample's uid import the stdlib even if Python lives under a private dir such as ``/root``.
-
-    The first non-searchable ancestor of ``sys.prefix`` is covered by an empty tmpfs (hiding the rest of
-    it, e.g. ``/root``'s dotfiles) and the prefix alone is bind-mounted back, read-only.
-    """
-    prefix = os.path.realpath(sys.base_prefix)
-    parts = prefix.split("/")
-    hidden = next(("/".join(parts[:i]) for i in range(2, len(parts) + 1)
-                   if not os.stat("/".join(parts[:i])).st_mode & 0o001), None)
-    if hidden is None:
-        return
-    stash = "/tmp/.ieta-python"
-    os.mkdir(stash, 0o755)
-    ok = (_libc.mount(prefix.encode(), stash.encode(), None, MS_BIND | MS_REC, None) == 0
-          and _libc.mount(b"tmpfs", hidden.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755") == 0)
-    if ok:
-        os.makedirs(prefix, 0o755, exist_ok=True)
-        ok = _libc.mount(stash.encode(), prefix.encode(), None, MS_BIND | MS_REC, None) == 0
-        _libc.mount(None, prefix.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
-    _libc.umount2(stash.encode(), MNT_DETACH)
-    os.rmdir(stash)
-    if ok:
-        info["hidden"] = hidden
-    else:
-        info["fallbacks"].append(_err(f"could not expose {prefix} under {hidden}; imports not preloaded may fail"))
-
-
-def _limits(cfg):
-    mb = 1024 * 1024
-    return [(resource.RLIMIT_AS, cfg["memory_mb"] * mb), (resource.RLIMIT_CPU, cfg["cpu_seconds"]),
-            (resource.RLIMIT_FSIZE, cfg["max_file_mb"] * mb), (resource.RLIMIT_NOFILE, cfg["max_open_files"]),
-            (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, cfg["max_processes"])]
-
-
-def child(req, cfg, info, tmp, uid, out_w, rep_w):
-    """Become the sandboxed process (never returns)."""
+def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
+    """Become the candidate's process (never returns)."""
     try:
-        os.setsid()
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
-        os.dup2(rep_w, REPORT_FD, inheritable=cfg["backend"] == "bwrap")
-        os.closerange(REPORT_FD + 1, 65536)
-        os.chdir(tmp)
-        for res, value in _limits(cfg):
-            if res == resource.RLIMIT_NPROC and not info["uid_drop"]:
-                continue
-            hard = value + 1 if res == resource.RLIMIT_CPU else value
-            resource.setrlimit(res, (value, hard))
-        if info["uid_drop"]:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.environ.clear()
-        os.environ.update(ENV, HOME=tmp, TMPDIR=tmp)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _place([call_r, reply_w] + ([cg_fd] if cg_fd is not None else []))
+        isolate.confine(cfg, info, uid, max(16, 4 * cfg["max_file_mb"]), CANDIDATE_OOM,
+                        5 if cg_fd is not None else None)
+        if cg_fd is not None:
+            os.close(5)
+        os.chdir("/tmp" if info["minimal_root"] else req["tmp"])
+        _child_common(cfg)
+        os.write(1, CONFINED)
         if cfg["backend"] == "bwrap":
-            _exec_bwrap(req, cfg, tmp, uid)
-        harness.run(req, REPORT_FD)
+            _exec_bwrap(req, cfg)
+        serve.run(req, CALL_FD, REPLY_FD)
     except BaseException as e:  # a setup failure must never look like a verdict
         os.write(2, f"sandbox setup failed: {e!r}\n".encode())
-    os._exit(70)
+    os._exit(SETUP_FAILED)
 
 
-BWRAP_BOOT = ("import sys, os, marshal; sys.path.insert(0, {dir!r}); import harness; sys.path.pop(0); "
-              "f = open('.ieta-req', 'rb'); req = marshal.loads(f.read()); f.close(); os.unlink('.ieta-req'); "
-              "harness.run(req, 3)")
+def judge_child(req, cfg, info, uid, reply_r, call_w, rep_w):
+    """Become the judge process (never returns)."""
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        _place([reply_r, call_w, rep_w])
+        isolate.confine(cfg, info, uid, 16, JUDGE_OOM, own_proc=False)
+        _child_common(cfg)
+        judge.run(req, J_REPLY_FD, J_CALL_FD, J_REPORT_FD)
+    except BaseException:
+        pass
+    os._exit(SETUP_FAILED)
 
 
-def _exec_bwrap(req, cfg, tmp, uid):
-    """Re-run the harness inside bubblewrap (fresh user/pid/net/ipc/uts namespaces, read-only root)."""
-    with open(os.path.join(tmp, ".ieta-req"), "wb") as f:  # read and deleted before candidate code runs
-        f.write(marshal.dumps(req))
+BWRAP_BOOT = ("import marshal, sys, types; f = open('/tmp/.ieta-req', 'rb'); req, mods = marshal.loads(f.read()); "
+              "f.close(); import os; os.unlink('/tmp/.ieta-req')\n"
+              "for name, src in mods:\n"
+              "    m = types.ModuleType(name); exec(compile(src, name + '.py', 'exec'), vars(m)); sys.modules[name] = m\n"
+              "sys.modules['serve'].run(req, 3, 4)")
+
+
+def _exec_bwrap(req, cfg):
+    """Re-run the candidate's side inside bubblewrap (its own user/pid/net/ipc/uts namespaces)."""
+    import marshal
+
+    mods = []
+    for name in ("wire", "tracer", "serve"):
+        with open(os.path.join(cfg["sandbox_dir"], name + ".py")) as f:
+            mods.append((name, f.read()))
+    with open("/tmp/.ieta-req", "wb") as f:  # read and deleted before candidate code runs
+        f.write(marshal.dumps((req, mods)))
     args = [cfg["bwrap"], "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-            "--tmpfs", "/tmp", "--bind", tmp, tmp, "--proc", "/proc", "--dev", "/dev", "--chdir", tmp,
-            "--uid", str(uid), "--gid", str(uid), "--", cfg["python"], "-I", "-c",
-            BWRAP_BOOT.format(dir=cfg["sandbox_dir"])]
+            "--bind", "/tmp", "/tmp", "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
+            "--", cfg["python"], "-I", "-S", "-c", BWRAP_BOOT]
     os.execv(args[0], args)
 
 
-def _kill_uid(uid):
+class _Capped:
+    """Keeps the first and last ``cap // 2`` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap, extra=0):
+        self.half, self.head, self.tail, self.total = max(1, cap // 2), bytearray(), bytearray(), 0
+        self.head_room = self.half + extra
+
+    def add(self, data):
+        self.total += len(data)
+        room = self.head_room - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail = (self.tail + data)[-self.half:]
+
+
+def _cgroup_dir(cg, name, cfg):
+    """A fresh cgroup for one sample; returns an fd of its ``cgroup.procs`` (or None)."""
+    if cg is None:
+        return None
+    try:
+        os.mkdir(name, 0o755, dir_fd=cg)
+        for key, value in (("memory.max", cfg["memory_mb"] << 20), ("memory.swap.max", 0),
+                           ("pids.max", cfg["max_processes"])):
+            fd = os.open(f"{name}/{key}", os.O_WRONLY, dir_fd=cg)
+            try:
+                os.write(fd, str(value).encode())
+            except OSError:
+                if key != "memory.swap.max":
+                    raise
+            finally:
+                os.close(fd)
+        return os.open(f"{name}/cgroup.procs", os.O_WRONLY, dir_fd=cg)
+    except OSError:
+        return None
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def supervise(req, cfg, info, seq, cg=None):
+    """Run one sample; returns the response."""
+    uid = cfg["base_uid"] + req["slot"] if info["uid_drop"] else os.geteuid()
+    if not info["minimal_root"]:  # weaker mode: a directory of the shared /tmp
+        req["tmp"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ieta-{os.getpid()}-{seq}")
+        os.mkdir(req["tmp"], 0o700)
+        os.chown(req["tmp"], uid, uid)
+    cg_name = f"ieta-{os.getpid()}-{seq}"
+    cg_fd = _cgroup_dir(cg, cg_name, cfg)
+    out_r, out_w = os.pipe()
+    call_r, call_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    t0 = time.monotonic()
+    flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
+    cpid = isolate.spawn(flags)
+    if cpid == 0:
+        for fd in (out_r, call_w, reply_r, rep_r, rep_w):
+            os.close(fd)
+        candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd)
+    jpid = os.fork()
+    if jpid == 0:
+        for fd in (out_r, out_w, call_r, reply_w, rep_r):
+            os.close(fd)
+        judge_child(req, cfg, info, uid, reply_r, call_w, rep_w)
+    for fd in (out_w, call_r, call_w, reply_r, reply_w, rep_w) + ((cg_fd,) if cg_fd is not None else ()):
+        os.close(fd)
+    out, report = _Capped(cfg["max_output_bytes"], len(CONFINED)), bytearray()
+    poller = select.poll()
+    for fd in (out_r, rep_r):
+        poller.register(fd, select.POLLIN)
+    open_fds, timed_out = {out_r, rep_r}, False
+    deadline = t0 + req["timeout"]
+    while rep_r in open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = rep_r in open_fds
+            break
+        for fd, _ in poller.poll(max(1, int(min(left, 0.05) * 1000))):
+            data = os.read(fd, 65536)
+            if not data:
+                open_fds.discard(fd)
+                poller.unregister(fd)
+            elif fd == out_r:
+                out.add(data)
+            elif len(report) < 8 * 1024 * 1024:
+                report += data
+    duration = time.monotonic() - t0
+    _kill(cpid)
+    _kill(jpid)
+    _, jstatus, _ = os.wait4(jpid, 0)
+    _, cstatus, ru = os.wait4(cpid, 0)
+    if not flags:
+        _kill_uid(uid, info)
+        shutil.rmtree(req["tmp"], ignore_errors=True)
+    while out_r in open_fds and poller.poll(0):  # what the sample's processes wrote before they died
+        data = os.read(out_r, 65536)
+        if not data:
+            break
+        out.add(data)
+    for fd in (out_r, rep_r):
+        os.close(fd)
+    if cg_fd is not None:
+        for _ in range(50):
+            try:
+                os.rmdir(cg_name, dir_fd=cg)
+                break
+            except OSError:
+                time.sleep(0.002)
+    confined = out.head.startswith(CONFINED)
+    if confined:
+        del out.head[:len(CONFINED)]
+        out.total -= len(CONFINED)
+    return {"status": cstatus, "judge_status": jstatus, "timed_out": timed_out, "duration": duration,
+            "maxrss_kb": ru.ru_maxrss, "cpu": ru.ru_utime + ru.ru_stime, "out_head": bytes(out.head),
+            "out_tail": bytes(out.tail), "out_total": out.total, "report": bytes(report), "confined": confined}
+
+
+def _kill_uid(uid, info):
     """Without a PID namespace: kill every process of the sample's uid (from a process with that uid)."""
+    if not info["uid_drop"]:
+        return
     pid = os.fork()
     if pid == 0:
         try:
@@ -193,92 +250,51 @@ def _kill_uid(uid):
     os.waitpid(pid, 0)
 
 
-class _Capped:
-    """Keeps the first and last ``cap // 2`` bytes of a stream and counts the rest."""
-
-    def __init__(self, cap):
-        self.half, self.head, self.tail, self.total = max(1, cap // 2), bytearray(), bytearray(), 0
-
-    def add(self, data):
-        self.total += len(data)
-        room = self.half - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail = (self.tail + data)[-self.half:]
+PROBE = "def f(x):\n    return x\n"
 
 
-def _spawn(pidns):
-    """Fork; with ``pidns`` a raw ``clone(CLONE_NEWPID)``, whose child is init of a fresh PID namespace.
+def probe(cfg, info, cg):
+    """Run one trivial sample; None if it passed, else why not."""
+    test = compile("def check(candidate):\n    __ieta_assert__(0, lambda: candidate(1), None, False, None, True)\n",
+                   "<test>", "exec")
+    req = {"candidate": PROBE, "helpers": marshal.dumps(compile("", "<prompt>", "exec")), "test": marshal.dumps(test),
+           "entry_point": "f", "timeout": 10.0, "trace": False, "trace_max_events": 1, "trace_repr_chars": 1,
+           "slot": cfg["slot"]}
+    resp = supervise(req, cfg, info, 0, cg)
+    events = [wire.loads(b) for b in wire.frames(resp["report"])]
+    if ("done", {"asserts_passed": 1, "clean": True}) in events:
+        return None
+    text = (resp["out_head"] + resp["out_tail"]).decode("utf-8", "replace").strip()
+    return text or f"probe sample failed (status {resp['status']}, judge {resp['judge_status']})"
 
-    The raw syscall skips Python's at-fork hooks, which is safe here: the zygote is single-threaded.
-    It is also ~3x cheaper than ``os.fork`` and needs no intermediate process.
-    """
-    if pidns and SYS_CLONE is not None:
-        pid = _libc.syscall(SYS_CLONE, CLONE_NEWPID | signal.SIGCHLD, 0, 0, 0, 0)
-        if pid >= 0:
-            return pid, True
-    return os.fork(), False
 
-
-def supervise(req, cfg, info, seq):
-    """Run one sample in a fresh PID namespace; returns the response."""
-    uid = cfg["base_uid"] + req["slot"] if info["uid_drop"] else os.geteuid()
-    tmp = os.path.join("/tmp" if info.get("private_tmp") else os.environ.get("TMPDIR", "/tmp"),
-                       f"ieta-{os.getpid()}-{seq}")
-    os.mkdir(tmp, 0o700)
-    os.chown(tmp, uid, uid)
-    out_r, out_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    timeout = req["timeout"]
-    t0 = time.monotonic()
-    pid, pidns = _spawn(bool(info["namespaces"]))
-    if pid == 0:
-        os.close(out_r)
-        os.close(rep_r)
-        child(req, cfg, info, tmp, uid, out_w, rep_w)
-    os.close(out_w)
-    os.close(rep_w)
-    out, report, rep_bytes = _Capped(cfg["max_output_bytes"]), bytearray(), 0
-    poller = select.poll()
-    for fd in (out_r, rep_r):
-        poller.register(fd, select.POLLIN)
-    open_fds, timed_out, status, ru = {out_r, rep_r}, False, None, None
-    deadline = t0 + timeout
-    while open_fds:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            break
-        for fd, _ in poller.poll(max(1, int(min(left, 0.05 if not pidns else left) * 1000))):
-            data = os.read(fd, 65536)
-            if not data:
-                open_fds.discard(fd)
-                poller.unregister(fd)
-            elif fd == out_r:
-                out.add(data)
-            elif rep_bytes < 4 * 1024 * 1024:
-                report += data
-                rep_bytes += len(data)
-        if not pidns:  # detached processes may hold the pipes open: stop once the child is gone
-            done, st, r = os.wait4(pid, os.WNOHANG)
-            if done:
-                status, ru = st, r
-                break
-    duration = time.monotonic() - t0
-    if status is None:
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        _, status, ru = os.wait4(pid, 0)
-    if not pidns and info["uid_drop"]:
-        _kill_uid(uid)
-    shutil.rmtree(tmp, ignore_errors=True)
-    for fd in (out_r, rep_r):
-        os.close(fd)
-    return {"status": status, "timed_out": timed_out, "duration": duration, "maxrss_kb": ru.ru_maxrss,
-                    "cpu": ru.ru_utime + ru.ru_stime, "out_head": bytes(out.head), "out_tail": bytes(out.tail),
-                    "out_total": out.total, "report": bytes(report), "pidns": pidns}
+def open_cgroup(cfg):
+    """An fd of a cgroup v2 directory whose children get memory and pids limits, and a note."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((line[3:].strip() for line in f if line.startswith("0::")), None)
+        with open("/proc/self/mountinfo") as f:
+            mnt = next((line.split()[4] for line in f if " - cgroup2 " in line), None)
+    except OSError:
+        path = mnt = None
+    if path is None or mnt is None:
+        return None, "none: no cgroup v2 hierarchy"
+    d = os.path.join(mnt, path.lstrip("/"))
+    try:
+        with open(os.path.join(d, "cgroup.subtree_control")) as f:
+            enabled = f.read().split()
+        if not {"memory", "pids"} <= set(enabled) and path == "/":
+            with open(os.path.join(d, "cgroup.controllers")) as f:
+                have = f.read().split()
+            if {"memory", "pids"} <= set(have):
+                with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                    f.write("+memory +pids")
+                enabled = ["memory", "pids"]
+        if not {"memory", "pids"} <= set(enabled) or not os.access(d, os.W_OK):
+            return None, f"none: memory and pids controllers are not delegated at {d}"
+        return os.open(d, os.O_RDONLY | os.O_DIRECTORY), f"v2 at {d}"
+    except OSError as e:
+        return None, f"none: {d}: {e.strerror}"
 
 
 def main():
@@ -286,23 +302,41 @@ def main():
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    cfg = read_msg(rfd)
+    cfg = wire.loads(wire.read_body(rfd, 1 << 20))
     sys.path[:] = [p for p in sys.path if p != cfg["sandbox_dir"]]
     for name in cfg["preload"]:
         try:
             __import__(name)
         except Exception:
             pass
-    info = setup_namespaces(cfg)
-    write_msg(wfd, info)
+    cg, cg_note = open_cgroup(cfg) if cfg["namespaces"] else (None, "none: namespaces disabled")
+    info = isolate.enter(cfg)
+    info["uid_drop"] = bool(cfg["drop_uid"] and info["root"])
+    if info["root"] and not info["uid_drop"]:
+        info["lost"].append("no uid drop (sandbox.drop_uid=false): samples run as root")
+    info["cgroup"] = cg_note
+    info["oom_score_adj"] = CANDIDATE_OOM
+    if info["minimal_root"]:
+        why = probe(cfg, info, cg)
+        if why is not None:
+            info["minimal_root"] = False
+            info["lost"].append(f"a sample could not be confined ({why[-300:]}); fix: " + isolate.FIXES["mount"])
+    wire.write(wfd, info)
     seq = 0
-    while (req := read_msg(rfd)) is not None:
+    while True:
+        try:
+            body = wire.read_body(rfd, 1 << 30)
+        except wire.BadData:
+            break
+        if body is None:
+            break
+        req = marshal.loads(body)  # from the pipeline (trusted)
         seq += 1
         try:
-            resp = supervise(req, cfg, info, seq)
+            resp = supervise(req, cfg, info, seq, cg)
         except Exception as e:
             resp = {"error": f"supervisor failed: {e!r}"}
-        write_msg(wfd, resp)
+        wire.write(wfd, resp)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""Kernel isolation for the zygote and its samples (child side, no ``ieta`` imports).
+
+``enter`` (once per zygote): private user (when not root), mount, network, IPC and UTS namespaces,
+and a new root: a read-only tmpfs holding only ``/usr`` (and its ``/bin``, ``/lib`` links), a few
+device nodes, the Python prefix with its site-packages emptied except ``packages``, and ``/proc``.
+Nothing else of the host exists there: no home, no project, no dataset, no run dir.
+``confine`` (each sample process, in its fresh PID + mount namespace): its own ``/proc`` and
+``/tmp``, ``oom_score_adj``, the cgroup when one is delegated, rlimits, and an unprivileged uid
+without capabilities (as root: a per-worker uid; as a user: a nested user namespace, uid 1000).
+"""
+
+import ctypes
+import os
+import resource
+import signal
+import site
+import sys
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
+_ARCH = os.uname().machine
+SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
+       "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
+INNER_UID = 1000  # the sample's uid inside its nested user namespace (ordinary-user mode)
+ROOT = "/tmp"     # where the new root is assembled before pivot_root
+DEVICES = ("null", "zero", "full", "random", "urandom")
+ETC_FILES = ("ld.so.cache", "localtime")
+FIXES = {
+    "user": "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu also "
+            "kernel.apparmor_restrict_unprivileged_userns=0) or run as root",
+    "mount": "run where mount namespaces are allowed (in a container: --privileged or a seccomp profile "
+             "that allows unshare/mount)",
+}
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _err(what):
+    return f"{what}: {os.strerror(ctypes.get_errno())}"
+
+
+def _mount(src, target, fstype, flags, data=None):
+    enc = (lambda s: None if s is None else s.encode())
+    if _libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(ctypes.get_errno(), _err(f"mount {target}"))
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _bind(src, target, readonly=True):
+    if os.path.isdir(src):
+        os.makedirs(target, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        open(target, "a").close()
+    _mount(src, target, None, MS_BIND | MS_REC)
+    if readonly:
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter(cfg):
+    """Enter this zygote's namespaces and new root; returns what is active and what was lost."""
+    info = {"namespaces": [], "lost": [], "root": os.geteuid() == 0, "uid_drop": False, "minimal_root": False}
+    if not cfg["namespaces"]:
+        info["lost"].append("namespaces disabled by config (sandbox.namespaces=false)")
+        return info
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    uid, gid = os.geteuid(), os.getegid()
+    if not info["root"]:
+        if _libc.unshare(CLONE_NEWUSER | flags) != 0:
+            info["lost"].append(_err("user namespace") + "; fix: " + FIXES["user"])
+            return info
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {uid} 1")
+        _write("/proc/self/gid_map", f"0 {gid} 1")
+        info["namespaces"].append("user")
+    elif _libc.unshare(flags) != 0:
+        info["lost"].append(_err("mount/network namespaces") + "; fix: " + FIXES["mount"])
+        return info
+    info["namespaces"] += ["mnt", "net", "ipc", "uts"]
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _build_root(cfg, info)
+        info["minimal_root"] = True
+    except OSError as e:
+        info["lost"].append(f"minimal root filesystem failed ({e}); fix: " + FIXES["mount"])
+    return info
+
+
+def _site_dirs():
+    dirs = set(site.getsitepackages())
+    dirs |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    return sorted({os.path.realpath(d) for d in dirs if os.path.isdir(d)})
+
+
+def _build_root(cfg, info):
+    _mount("tmpfs", ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
+    for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = "/" + top
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{ROOT}/{top}")
+        elif os.path.isdir(host):
+            _bind(host, f"{ROOT}/{top}")
+    os.mkdir(f"{ROOT}/etc", 0o755)
+    for name in ETC_FILES:
+        host = "/etc/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{ROOT}/etc/{name}")
+        elif os.path.isfile(host):
+            _bind(host, f"{ROOT}/etc/{name}")
+    os.mkdir(f"{ROOT}/dev", 0o755)
+    for name in DEVICES:
+        _bind("/dev/" + name, f"{ROOT}/dev/{name}", readonly=False)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{ROOT}/dev/{name}")
+    for d in ("dev/shm", "tmp", "proc", ".old"):
+        os.mkdir(f"{ROOT}/{d}", 0o755)
+    # the host /proc stays under the sample's own /proc: the kernel lets a namespace mount a new proc
+    # only where a full one is visible; the sample has no capability to unmount its own
+    _mount("/proc", f"{ROOT}/proc", None, MS_BIND | MS_REC)
+    prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    for prefix in sorted(prefixes):
+        if not prefix.startswith("/usr/"):
+            _bind(prefix, ROOT + prefix)
+    hidden = []
+    for sp in _site_dirs():
+        if not os.path.isdir(ROOT + sp):
+            continue
+        _mount("tmpfs", ROOT + sp, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755")
+        for name in cfg["packages"]:
+            if os.path.exists(os.path.join(sp, name)):
+                _bind(os.path.join(sp, name), f"{ROOT}{sp}/{name}")
+        _mount(None, ROOT + sp, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        hidden.append(sp)
+    info["site_packages_hidden"] = hidden
+    os.chdir(ROOT)
+    if _libc.syscall(SYS["pivot_root"], b".", b".old") != 0:
+        raise OSError(ctypes.get_errno(), _err("pivot_root"))
+    os.chdir("/")
+    if _libc.umount2(b"/.old", MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), _err("detach old root"))
+    os.rmdir("/.old")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=8m,mode=0755")
+
+
+def limits(cfg):
+    mb = 1024 * 1024
+    return [(resource.RLIMIT_AS, cfg["memory_mb"] * mb), (resource.RLIMIT_CPU, cfg["cpu_seconds"]),
+            (resource.RLIMIT_FSIZE, cfg["max_file_mb"] * mb), (resource.RLIMIT_NOFILE, cfg["max_open_files"]),
+            (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, cfg["max_processes"])]
+
+
+def _drop_caps():
+    """No capability left: empty effective/permitted/inheritable/ambient sets and bounding set."""
+    _libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    for cap in range(64):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.syscall(SYS["capset"], header, data) != 0:
+        raise OSError(ctypes.get_errno(), _err("capset"))
+
+
+def drop_privileges(info, uid, nested_userns_ok=False):
+    """Become ``uid`` (root mode) or uid ``INNER_UID`` of a nested user namespace; no capabilities."""
+    if info["root"]:
+        if not info["uid_drop"]:
+            return
+        for cap in range(64):
+            _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    elif "user" in info["namespaces"]:
+        if _libc.unshare(CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), _err("nested user namespace"))
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{INNER_UID} 0 1")
+        _write("/proc/self/gid_map", f"{INNER_UID} 0 1")
+        if not nested_userns_ok:
+            _write("/proc/sys/user/max_user_namespaces", "0")
+        _drop_caps()
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, own_proc=True):
+    """Confine the calling process (a sample's candidate or judge process)."""
+    if own_proc and info["minimal_root"]:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        owner = f",uid={uid},gid={uid}" if info["uid_drop"] else ""
+        opts = f"size={tmp_size_mb}m,nr_inodes=4096,mode=0700{owner}"
+        for d in ("/tmp", "/dev/shm"):
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    _write("/proc/self/oom_score_adj", str(oom_score_adj))
+    if cgroup_procs_fd is not None:
+        os.write(cgroup_procs_fd, b"0")
+    for res, value in limits(cfg):
+        if res == resource.RLIMIT_NPROC and not (info["uid_drop"] or "user" in info["namespaces"]):
+            continue
+        resource.setrlimit(res, (value, value + 1 if res == resource.RLIMIT_CPU else value))
+    drop_privileges(info, uid, nested_userns_ok=cfg["backend"] == "bwrap")
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(flags):
+    """``fork`` into new namespaces (``clone`` without Python's at-fork hooks: the zygote is single-threaded)."""
+    if flags and "clone" in SYS:
+        pid = _libc.syscall(SYS["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
+        if pid < 0:
+            raise OSError(ctypes.get_errno(), _err("clone"))
+        return pid
+    return os.fork()

@@ -1,0 +1,287 @@
+"""Runs in the judge process: the problem's helpers and rewritten test, calling the candidate over a pipe.
+
+The candidate's process (``serve.py``) is another process in another PID namespace; all that comes
+back from it is decoded by ``wire.loads`` into plain data (or an ``Opaque`` stand-in), so every
+value an assert compares is built-in data or the test's own.  The report this process writes to the
+supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
+"""
+
+import builtins
+import marshal
+import os
+
+import wire
+
+MAX_REPLY = 32 << 20
+_OPS = {"Eq": lambda a, b: a == b, "NotEq": lambda a, b: a != b, "Lt": lambda a, b: a < b,
+        "LtE": lambda a, b: a <= b, "Gt": lambda a, b: a > b, "GtE": lambda a, b: a >= b,
+        "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
+        "Is": lambda a, b: a is b, "IsNot": lambda a, b: a is not b}
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+class Untrusted(TypeError):
+    """A comparison involves a value the candidate's process could not send as plain data."""
+
+
+class AssertFailed(AssertionError):
+    """A nested assert failed; already recorded, it just unwinds ``check``."""
+
+
+class CandidateGone(BaseException):
+    """The candidate's process ended or broke the protocol; no later call can succeed."""
+
+
+class Unsendable(BaseException):
+    """The test passed an argument that is not plain data (a limit of the sandbox, not the model)."""
+
+
+def _refuse(self, *a, **k):
+    raise Untrusted(f"the candidate returned a non-data object ({object.__getattribute__(self, 'what')})")
+
+
+class Opaque:
+    """Stands for a result that was not plain data: every operation on it fails."""
+    __slots__ = ("what",)
+
+    def __init__(self, what):
+        object.__setattr__(self, "what", str(what)[:100])
+
+    def __repr__(self):
+        return f"<non-data result: {self.what}>"
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge", "bool", "len", "iter", "hash", "contains", "getitem", "add",
+              "radd", "sub", "rsub", "mul", "rmul", "truediv", "floordiv", "mod", "neg", "abs", "int", "float",
+              "index", "round", "getattr", "call", "format", "str"):
+    setattr(Opaque, f"__{_name}__", _refuse)
+_EXC_CACHE = {}
+
+
+def _reraised(rec):
+    """An exception standing for one the candidate raised, of a class with the same name."""
+    name = str(rec.get("exception", "Exception"))[:100] if isinstance(rec, dict) else "Exception"
+    cls = _EXC_CACHE.get(name)
+    if cls is None:
+        base = getattr(builtins, name, None)
+        if not (isinstance(base, type) and issubclass(base, BaseException)) or base is CandidateGone:
+            base = Exception
+        try:
+            cls = type(name, (base,), {"__module__": "candidate"})
+            cls.__new__(cls)
+        except Exception:
+            cls = type(name, (Exception,), {"__module__": "candidate"})
+        _EXC_CACHE[name] = cls
+    e = cls.__new__(cls)
+    e.args = (str(rec.get("message", ""))[:500],) if isinstance(rec, dict) else ()
+    e.ieta_record = rec if isinstance(rec, dict) else {}
+    return e
+
+
+def safe_repr(v, limit=200):
+    try:
+        if type(v) in _CONTAINERS and len(v) > limit:
+            return f"<{type(v).__name__} of {len(v)} items>"
+        text = repr(v)
+    except BaseException:
+        text = f"<{type(v).__name__} object>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _text(v, limit):
+    return v[:limit] if type(v) is str else ""
+
+
+def clean_record(rec, where=None):
+    """The failure record of an exception raised by the candidate (fields checked, sizes bounded)."""
+    rec = rec if isinstance(rec, dict) else {}
+    frames = []
+    for f in rec.get("frames", [])[:12] if isinstance(rec.get("frames"), list) else []:
+        if isinstance(f, (tuple, list)) and len(f) == 3 and type(f[2]) is int and f[0] in ("<candidate>", "..."):
+            frames.append((f[0], _text(f[1], 100), f[2]))
+    out = {"exception": _text(rec.get("exception"), 100) or "Exception", "message": _text(rec.get("message"), 500),
+           "frames": frames}
+    if type(rec.get("line")) is int:
+        out["line"] = rec["line"]
+    if where is not None:
+        out["assert"] = where
+    return out
+
+
+def exc_record(e, where=None):
+    """Record of an exception seen in this process (the candidate's own come with their record)."""
+    rec = getattr(e, "ieta_record", None)
+    if rec is not None:
+        return clean_record(rec, where)
+    frames = []
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test>":
+            frames.append(("<test>", tb.tb_frame.f_code.co_name, tb.tb_lineno))
+        tb = tb.tb_next
+    try:
+        message = str(e)[:500]
+    except BaseException:
+        message = "<unprintable>"
+    rec = {"exception": type(e).__name__, "message": message, "frames": frames[-12:]}
+    if where is not None:
+        rec["assert"] = where
+    return rec
+
+
+def clean_trace(events, repr_chars):
+    """Trace events from the candidate's process, reduced to the fields and types the record has."""
+    out = []
+    for ev in events if isinstance(events, list) else []:
+        if not isinstance(ev, dict) or type(ev.get("line")) is not int:
+            continue
+        item = {"line": ev["line"], "function": _text(ev.get("function"), 100)}
+        if isinstance(ev.get("locals"), dict):
+            item["locals"] = {_text(k, 100): _text(v, repr_chars) for k, v in list(ev["locals"].items())[:8]}
+        for key in ("return", "exception"):
+            if key in ev:
+                item[key] = _text(ev[key], repr_chars)
+        out.append(item)
+    return out
+
+
+def run(req, reply_fd, call_fd, report_fd):
+    """Judge one sample and stream the report; ends the process."""
+    def emit(kind, payload):
+        wire.write(report_fd, (kind, payload))
+
+    state = {"first": None, "gone": None, "traced": 0}
+    passed, failed = set(), set()
+    max_events, repr_chars = req["trace_max_events"], req["trace_repr_chars"]
+
+    def receive():
+        """The next answer from the candidate's process, forwarding trace events on the way."""
+        while True:
+            try:
+                body = wire.read_body(reply_fd, MAX_REPLY)
+                msg = None if body is None else wire.loads(body)
+            except wire.BadData as e:
+                state["gone"] = ("garbage", f"the candidate's process sent an invalid message ({e})")
+                raise CandidateGone() from None
+            if msg is None:
+                state["gone"] = ("gone", "the candidate's process ended")
+                raise CandidateGone()
+            if type(msg) is not tuple or len(msg) != 2 or type(msg[0]) is not str:
+                state["gone"] = ("garbage", "the candidate's process sent a message that is not (kind, value)")
+                raise CandidateGone()
+            if msg[0] == "trace":
+                events = clean_trace(msg[1], repr_chars)[:max(0, max_events - state["traced"])]
+                if events:
+                    state["traced"] += len(events)
+                    emit("trace", events)
+                continue
+            return msg
+
+    def candidate(*args, **kwargs):
+        if state["gone"] is not None:
+            raise CandidateGone()
+        try:
+            body = marshal.dumps(("call", args, kwargs), 2)
+        except ValueError:
+            state["gone"] = ("unsendable", "the test passed an argument that is not plain data")
+            raise Unsendable() from None
+        data = memoryview(len(body).to_bytes(4, "little") + body)
+        try:
+            while data:
+                data = data[os.write(call_fd, data):]
+        except OSError:
+            state["gone"] = ("gone", "the candidate's process ended")
+            raise CandidateGone() from None
+        kind, value = receive()
+        if kind == "ret":
+            return value
+        if kind == "opaque":
+            return Opaque(value)
+        if kind == "raise":
+            raise _reraised(value)
+        state["gone"] = ("garbage", f"the candidate's process sent an unexpected {kind[:40]!r} message")
+        raise CandidateGone()
+
+    def record_fail(idx, info):
+        failed.add(idx)
+        if state["first"] is None:
+            state["first"] = info
+            emit("fail", info)
+
+    def assert_(idx, thunk, op, swap, msg, top):
+        try:
+            if op is None:
+                ok = bool(thunk())
+            elif op == "Not":
+                ok = not thunk()
+            else:
+                a, b = thunk()
+                ok = bool(_OPS[op](a, b))
+        except Untrusted as e:  # the candidate answered with a non-data object: the assert fails
+            ok, op, msg = False, None, (lambda: str(e))
+        except (CandidateGone, Unsendable):
+            raise
+        except BaseException as e:
+            record_fail(idx, exc_record(e, idx))
+            # go on to the next assert after ordinary errors only; resource errors would just repeat
+            if top and isinstance(e, Exception) and not isinstance(e, (MemoryError, RecursionError)):
+                return
+            raise AssertFailed() from None
+        if ok:
+            passed.add(idx)
+            emit("ok", idx)
+            return
+        info = {"exception": "AssertionError", "message": "", "frames": [], "assert": idx}
+        if msg is not None:
+            try:
+                info["message"] = safe_repr(msg(), 500).strip("'\"")
+            except BaseException:
+                pass
+        if op not in (None, "Not"):
+            actual, expected = (b, a) if swap else (a, b)
+            info["expected"], info["actual"] = safe_repr(expected), safe_repr(actual)
+        record_fail(idx, info)
+        if not top:
+            raise AssertFailed()
+
+    def cmp(ops, a, b, *rest):
+        for i, op in enumerate(ops):
+            if i:
+                b = rest[i - 1]()
+            if not _OPS[op](a, b):
+                return False
+            a = b
+        return True
+
+    errored = False
+    try:
+        kind, value = receive()
+        if kind in ("syntax", "load_error"):
+            rec = clean_record(value)
+            rec["phase"] = "compile" if kind == "syntax" else "load"
+            emit("syntax" if kind == "syntax" else "error", rec)
+            errored = True
+        elif kind != "ready":
+            state["gone"] = ("garbage", f"the candidate's process sent an unexpected {kind[:40]!r} message")
+    except CandidateGone:
+        pass
+    if state["gone"] is None and not errored:
+        tg = {"__name__": "__main__", "__builtins__": builtins, "__ieta_cmp__": cmp, "__ieta_assert__": assert_}
+        try:
+            exec(marshal.loads(req["helpers"]), tg)
+            tg[req["entry_point"]] = candidate
+            exec(marshal.loads(req["test"]), tg)
+            tg["check"](candidate)
+        except (AssertFailed, CandidateGone, Unsendable):
+            pass
+        except BaseException as e:
+            if state["first"] is None:
+                rec = exc_record(e)
+                rec["phase"] = "test"
+                emit("error", rec)
+            errored = True
+    if state["gone"] is not None:
+        emit(*state["gone"])
+    emit("done", {"asserts_passed": len(passed - failed),
+                  "clean": not errored and state["first"] is None and not failed and state["gone"] is None})
+    os._exit(0)
