@@ -27,8 +27,10 @@ def text_hash_reward(prompts, completions, **kwargs):
 
 
 def test_grpo_step_changes_lora_weights_and_logs_both_rewards(tmp_path, monkeypatch):
+    """Batch of 8 = 4 prompts x 2: both problems and both canaries are drawn in the one step."""
     monkeypatch.setitem(rewards.REWARDS, "text_hash", text_hash_reward)
-    cfg = compose_config(TINY + FAST + ["+method.rlaif.reward_weights.text_hash=1.0"])
+    cfg = compose_config(TINY + FAST + ["+method.rlaif.reward_weights.text_hash=1.0",
+                                        "method.per_device_train_batch_size=8", "method.rlaif.canaries=2"])
     tok = load_tokenizer("tiny")
     model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
     problems = load_problems("humaneval", limit=2)
@@ -41,11 +43,14 @@ def test_grpo_step_changes_lora_weights_and_logs_both_rewards(tmp_path, monkeypa
 
     [step, *_] = read_jsonl(tmp_path / "train_log.jsonl")
     for key in ("loss", "rewards/execution_reward/mean", "rewards/judge_reward/mean", "execution/pass_rate",
-                "judge/unparsable"):
+                "judge/unparsable", "reward/hack_rate"):
         assert key in step, key
     stats = read_json(tmp_path / "judge_stats.json")
-    assert stats["enabled"] and stats["model"] == "policy" and stats["answers"] == 2  # one prompt x 2 generations
-    assert stats["unparsable"] == step["judge/unparsable"]
+    assert stats["enabled"] and stats["model"] == "policy" and stats["answers"] == 4  # 2 problems x 2, no canary
+    assert stats["unparsable"] == step["judge/unparsable"] and "agreement_with_tests" in stats
+    assert step["reward/hack_rate"] == 0.0
+    assert read_json(tmp_path / "canary_stats.json") == {"canaries": 2, "completions": 4, "passes": 0,
+                                                          "hack_rate": 0.0, "sandbox_escape": False}
 
 
 def test_judge_weight_zero_skips_the_judge():
@@ -58,7 +63,9 @@ def test_rlaif_yaml_validates_and_errors_name_the_key():
     cfg = compose_config(["method=rlaif"])
     settings = RlaifSettings.from_config(cfg.method.rlaif)
     assert settings.reward_weights == {"execution": 1.0, "judge": 0.5} and settings.judge.model is None
+    assert settings.canaries == 2 and settings.judge.max_field_chars == 200
     for bad, key in [({"num_generations": 1}, "method.rlaif.num_generations"),
+                     ({"canaries": -1}, "method.rlaif.canaries"),
                      ({"reward_weights": {"bogus": 1.0}}, "method.rlaif.reward_weights"),
                      ({"judge": {"max_new_tokens": "many"}}, "method.rlaif.judge.max_new_tokens"),
                      ({"typo": 1}, "method.rlaif.typo")]:

@@ -2,7 +2,8 @@
 
 Rewards come from ``ieta.rewards``: the sandbox's execution reward and an AI judge's score of the code and its
 trace, weighted by ``method.rlaif.reward_weights`` (a weight of 0 drops that reward, and with it the judge's
-generation). As in ``ieta.train.train_dpo``, earlier adapters are merged first, so the starting policy and the KL
+generation). ``method.rlaif.canaries`` hack-rate canaries (``ieta.canaries``) are mixed into the prompts: their
+pass rate is ``reward/hack_rate``, and they get no reward (zero advantage). As in ``ieta.train.train_dpo``, earlier adapters are merged first, so the starting policy and the KL
 reference of iteration k (adapter disabled) are the policy at the start of that iteration.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ieta.canaries import mix_in
 from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
@@ -38,6 +40,7 @@ class RlaifSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     skip_solved: bool = True
+    canaries: int = 2
     reward_weights: dict[str, float] = field(default_factory=lambda: {"execution": 1.0, "judge": 0.5})
     execution_reward: ExecutionRewardSettings = field(default_factory=ExecutionRewardSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
@@ -46,6 +49,7 @@ class RlaifSettings:
         checks = [
             (self.num_generations >= 2, "num_generations", "must be >= 2 (GRPO compares completions of a prompt)"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null"),
+            (self.canaries >= 0, "canaries", "must be >= 0 (0 disables the hack-rate canaries)"),
             (self.max_completion_length >= 1, "max_completion_length", "must be >= 1"),
             (self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)"),
             (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
@@ -55,6 +59,7 @@ class RlaifSettings:
             (self.judge.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1"),
             (self.judge.batch_size >= 1, "judge.batch_size", "must be >= 1"),
             (0 <= self.judge.neutral <= 1, "judge.neutral", "must be in [0, 1]"),
+            (self.judge.max_field_chars >= 1, "judge.max_field_chars", "must be >= 1"),
         ]
         for ok, key, message in checks:
             if not ok:
@@ -107,6 +112,8 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     settings = RlaifSettings.from_config(getattr(cfg.method, "rlaif", None))
     if settings.skip_solved:
         problems = unsolved(problems, out_dir / "executions.jsonl")
+    # canaries detect forged verdicts; their completions get no reward, so zero advantage (ieta.canaries)
+    problems, canaries = mix_in(problems, settings.canaries, seed, out_dir)
     method = cfg.method
     model = as_base_model(model)
     weights = settings.active_rewards
@@ -120,7 +127,7 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     # the judge reads traces; without it, failing samples need not be re-run under the tracer
     sandbox = SandboxConfig(**(dict(cfg.sandbox) | ({} if judge else {"trace": False})))
     context = RewardContext({p.task_id: p for p in problems}, cfg.model.prompt_format, sandbox,
-                            settings.execution_reward, judge)
+                            settings.execution_reward, judge, canaries)
     from datasets import Dataset
 
     rows = [{"prompt": build_prompt(p, tokenizer, cfg.model.prompt_format), "task_id": p.task_id} for p in problems]
@@ -135,10 +142,11 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
             judge.model = trainer.model
         trainer.train()
     stats = judge.stats.to_dict() if judge else {}
-    if trainer.args.should_save:  # the main process's judge stats under accelerate launch
+    if trainer.args.should_save:  # the main process's judge and canary stats under accelerate launch
         write_json(out_dir / "judge_stats.json", {"enabled": judge is not None, "seed": seed,
                                                   "model": (settings.judge.model or "policy") if judge else None,
                                                   **stats})
+        canaries.write_stats()
     if stats.get("unparsable"):
         log.warning("judge: %d/%d answers were unparsable and scored neutral (%s)", stats["unparsable"],
                     stats["answers"], out_dir / "judge_stats.json")
@@ -149,6 +157,7 @@ class Rlaif(Method):
     """``rlaif``: online GRPO on the training problems, rewarded by the sandbox and an AI judge."""
 
     name = "rlaif"
+    trainer_config = "trl.GRPOConfig"
 
     def check_config(self, cfg: RunConfig) -> None:
         RlaifSettings.from_config(cfg.method.rlaif)
