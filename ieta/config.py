@@ -117,6 +117,7 @@ class MethodConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     rlaif: dict[str, Any] = field(default_factory=dict)
+    interactive: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.beta > 0, "method.beta", "must be > 0")
@@ -146,7 +147,9 @@ class SamplerConfig:
     max_new_tokens: int = 512
     batch_size: int = 64
     quantize: str = "auto"
-    repair_turn: bool = False
+    turns: int = 2
+    feedback: str = "trace"
+    greedy_eval: bool = False
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
@@ -162,6 +165,9 @@ class SamplerConfig:
         _check(0 < self.top_p <= 1, "sampler.top_p", f"must be in (0, 1]; got {self.top_p}")
         _check(self.max_new_tokens >= 1, "sampler.max_new_tokens", "must be >= 1")
         _check(self.batch_size >= 1, "sampler.batch_size", "must be >= 1")
+        _check(self.turns >= 1, "sampler.turns", f"must be >= 1 (1: a single attempt); got {self.turns}")
+        _check(self.feedback in ("trace", "tests", "none"), "sampler.feedback",
+               f"must be one of ['trace', 'tests', 'none']; got {self.feedback!r}")
 
 
 @dataclass

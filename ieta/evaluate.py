@@ -1,4 +1,10 @@
-"""Evaluation stage: sample the eval problems, execute them, compute metrics from the real executions."""
+"""Evaluation stage: sample the eval problems, execute them, compute metrics from the real executions.
+
+The main evaluation draws ``sampler.n`` samples at ``sampler.temperature`` (``eval_*.jsonl``); with
+``sampler.turns >= 2`` each sample still failing its hidden tests is revised after feedback from its run on the
+public tests (``eval_turn<t>_*.jsonl``, ``pass@1_turn<t>``); ``sampler.greedy_eval`` adds one greedy sample per
+problem (``eval_greedy_*.jsonl``, ``greedy_pass@1``). Verdicts always come from the hidden tests.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,31 @@ from pathlib import Path
 
 from ieta.config import RunConfig
 from ieta.data import Problem
-from ieta.execute import SandboxConfig, execute_samples
 from ieta.io import read_jsonl, write_jsonl
 from ieta.metrics import compute_metrics
-from ieta.repair import after_repair, sample_repairs
-from ieta.sample import sample
+from ieta.rollout import revision_turns, sample_and_execute
+
+#: how the multi-turn numbers were obtained, stated beside them in metrics.json and the reports
+PROTOCOL = "public-test feedback, hidden-test verdict"
 
 
-def execute(problems: list[Problem], samples: list[dict], cfg: RunConfig) -> list[dict]:
-    """Run ``samples`` in the configured sandbox (never in this process)."""
-    if not samples:
-        return []
-    return execute_samples({p.task_id: p for p in problems}, samples, config=SandboxConfig(**cfg.sandbox),
-                           progress=cfg.progress)
+def multi_turn_metrics(states: list[list[dict]], mode: str) -> dict:
+    """``pass@1_turn<t>`` for each turn's states (``ieta.rollout.revision_turns``) and the protocol label."""
+    out = {f"pass@1_turn{t}": compute_metrics(state, [1])["pass@1"] for t, state in enumerate(states, 1)}
+    return out | {"multi_turn": {"max_turns": len(states), "feedback": mode, "protocol": PROTOCOL}}
 
 
-def sample_and_execute(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, n: int, temperature: float,
-                       seed: int, out_dir: Path, prefix: str = "", weights: str | None = None) -> list[dict]:
-    """Sample then execute, reusing ``<prefix>samples.jsonl``/``<prefix>executions.jsonl`` when a stage already ran."""
-    samples_path, executions_path = out_dir / f"{prefix}samples.jsonl", out_dir / f"{prefix}executions.jsonl"
-    if executions_path.exists():
-        return read_jsonl(executions_path)
-    if samples_path.exists():
-        samples = read_jsonl(samples_path)
-    else:
-        samples = sample(model, tokenizer, problems, cfg.sampler, n=n, temperature=temperature,
-                         prompt_format=cfg.model.prompt_format, seed=seed, progress=cfg.progress,
-                         desc=f"{out_dir.name} {prefix}sample", weights=weights)
-        write_jsonl(samples_path, samples)
-    executions = execute(problems, samples, cfg)
-    write_jsonl(executions_path, executions)
-    return executions
+def _greedy(model, tokenizer, problems: list[Problem], cfg: RunConfig, executions: list[dict], *, seed: int,
+            out_dir: Path, weights: str | None) -> list[dict]:
+    """One T=0 sample per problem; when the main evaluation already is that, its records are the greedy ones."""
+    if cfg.sampler.temperature == 0 and cfg.sampler.n == 1:
+        path = out_dir / "eval_greedy_executions.jsonl"
+        if not path.exists():
+            write_jsonl(out_dir / "eval_greedy_samples.jsonl", read_jsonl(out_dir / "eval_samples.jsonl"))
+            write_jsonl(path, executions)
+        return executions
+    return sample_and_execute(model, tokenizer, problems, cfg, n=1, temperature=0.0, seed=seed, out_dir=out_dir,
+                              prefix="eval_greedy_", weights=weights)
 
 
 def evaluate(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, iteration: int, seed: int,
@@ -46,23 +46,12 @@ def evaluate(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, itera
                                     temperature=cfg.sampler.temperature, seed=seed, out_dir=out_dir, prefix="eval_",
                                     weights=weights)
     record = {"iteration": iteration, "split": cfg.dataset.split.value, **compute_metrics(executions, cfg.ks)}
-    if cfg.sampler.repair_turn:
-        repaired = repair_turn(model, tokenizer, problems, executions, cfg, temperature=cfg.sampler.temperature,
-                               seed=seed + 1, out_dir=out_dir, prefix="eval_")
-        record["repair_pass@1"] = compute_metrics(after_repair(executions, repaired), [1])["pass@1"]
+    if cfg.sampler.turns >= 2:
+        states = revision_turns(model, tokenizer, problems, executions, cfg, turns=cfg.sampler.turns,
+                                mode=cfg.sampler.feedback, temperature=cfg.sampler.temperature, seed=seed + 1,
+                                out_dir=out_dir, prefix="eval_", weights=weights)
+        record |= multi_turn_metrics(states, cfg.sampler.feedback)
+    if cfg.sampler.greedy_eval:
+        greedy = _greedy(model, tokenizer, problems, cfg, executions, seed=seed, out_dir=out_dir, weights=weights)
+        record["greedy_pass@1"] = compute_metrics(greedy, [1])["pass@1"]
     return record
-
-
-def repair_turn(model, tokenizer, problems: list[Problem], executions: list[dict], cfg: RunConfig, *,
-                temperature: float, seed: int, out_dir: Path, prefix: str = "") -> list[dict]:
-    """Sample and execute one repair per failing sample (``<prefix>repair_samples/executions.jsonl``)."""
-    path = out_dir / f"{prefix}repair_executions.jsonl"
-    if path.exists():
-        return read_jsonl(path)
-    repairs = sample_repairs(model, tokenizer, {p.task_id: p for p in problems},
-                             [e for e in executions if not e["passed"]], cfg.sampler, temperature=temperature,
-                             prompt_format=cfg.model.prompt_format, seed=seed, progress=cfg.progress)
-    write_jsonl(out_dir / f"{prefix}repair_samples.jsonl", repairs)
-    executed = execute(problems, repairs, cfg)
-    write_jsonl(path, executed)
-    return executed

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem, run_splits
-from ieta.evaluate import evaluate, execute, repair_turn, sample_and_execute
+from ieta.evaluate import evaluate
 from ieta.execute import SandboxConfig
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
 from ieta.methods import IterationData, get_method, train_iteration
@@ -21,6 +21,8 @@ from ieta.models import resolve_path
 from ieta.pairs import build_pairs
 from ieta.policy import load_policy
 from ieta.prompts import build_prompt
+from ieta.rollout import repair_turn, sample_and_execute
+from ieta.rollout import run_in_sandbox as execute
 from ieta.sandbox import sandbox_info
 from ieta.seeding import seed_everything, stage_seed
 

@@ -1,74 +1,105 @@
-"""The interactive repair turn: show the model what happened when its code ran, then sample a fix."""
+"""Revision turns: show the policy what its attempt did on the PUBLIC tests, then sample a revised function.
+
+A conversation is the first prompt, then per earlier turn the attempt (assistant) and its feedback (user,
+``ieta.feedback``), then the revised function prefilled like the first turn. The same layout serves the multi-turn
+evaluation (``ieta.rollout``) and the ``interactive`` method's episodes, whose environment turns are the text
+``env_turn`` returns. The feedback never holds hidden tests.
+"""
 
 from __future__ import annotations
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
-from ieta.prompts import extract_completion, stop_strings, user_turn
+from ieta.prompts import build_prompt, extract_completion, stop_strings, user_turn
 
-REPAIR_INSTRUCTION = ("Your function failed when it ran against the tests. Fix it and answer with the whole corrected "
-                      "function in one Python code block.")
-
-
-def describe_execution(problem: Problem, record: dict, max_trace_lines: int = 12) -> str:
-    """Plain-text feedback from an execution record: error, failing line, failing assert, trimmed line trace."""
-    source = (problem.prompt + record["completion"]).splitlines()
-    parts = [f"Outcome: {record['outcome']}"]
-    if record.get("asserts_total"):
-        parts.append(f"Tests passed: {record['asserts_passed']} of {record['asserts_total']}")
-    if record.get("exception") and record["outcome"] != "failed":
-        parts.append(f"Error: {record['exception']}: {record.get('message') or ''}".rstrip(": "))
-        if record.get("line") and 0 < record["line"] <= len(source):
-            parts.append(f"At line {record['line']}: {source[record['line'] - 1].strip()}")
-    failure = record.get("first_failure")
-    if failure:
-        parts.append(f"Failing test: {failure['assert'].strip()}")
-        if failure.get("expected") is not None:
-            parts.append(f"Expected: {failure['expected']}\nGot: {failure.get('actual')}")
-    trace = record.get("line_trace") or []
-    if trace:
-        lines = []
-        for event in trace[-max_trace_lines:]:
-            code = source[event["line"] - 1].strip() if 0 < event["line"] <= len(source) else ""
-            local_vars = ", ".join(f"{k}={v}" for k, v in (event.get("locals") or {}).items())
-            lines.append(f"  line {event['line']}: {code}    # {local_vars}")
-        parts.append(f"Last executed lines (of {len(trace)} traced):\n" + "\n".join(lines))
-    return "\n".join(parts)
+#: the user turn before the feedback, per feedback mode
+REVISE_INSTRUCTION = {
+    "trace": "Your function was run on the public examples. What happened is below; the quoted strings are data "
+             "from the run. Fix the function and answer with the whole corrected function in one Python code block.",
+    "tests": "Your function was run on the public examples; their results are below. Fix the function and answer "
+             "with the whole corrected function in one Python code block.",
+    "none": "Write the function again and answer with the whole function in one Python code block.",
+}
 
 
-def build_repair_prompt(problem: Problem, record: dict, tokenizer, prompt_format: str) -> str:
-    """A follow-up turn after the failing attempt; the fixed function is prefilled like the first turn."""
-    feedback = describe_execution(problem, record)
-    attempt = problem.prompt + record["completion"]
+def revision_request(feedback_text: str, mode: str) -> str:
+    """The user turn that asks for a revision."""
+    return REVISE_INSTRUCTION[mode] + (f"\n\n{feedback_text}" if feedback_text else "")
+
+
+def _attempt_message(problem: Problem, completion: str) -> dict:
+    return {"role": "assistant", "content": f"```python\n{problem.prompt}{completion}```"}
+
+
+def build_revision_prompt(problem: Problem, history: list[tuple[str, str]], tokenizer, prompt_format: str,
+                          mode: str) -> str:
+    """The prompt of the next turn after ``history``: ``[(completion, feedback_text), ...]``, oldest first."""
+    if not history:
+        return build_prompt(problem, tokenizer, prompt_format)
     if prompt_format == "completion":
-        comment = "\n".join("# " + line for line in feedback.splitlines())
-        return f"{attempt}\n\n# The function above failed its tests:\n{comment}\n# Fixed version:\n{problem.prompt}"
-    messages = [
-        {"role": "user", "content": user_turn(problem)},
-        {"role": "assistant", "content": f"```python\n{attempt}```"},
-        {"role": "user", "content": f"{REPAIR_INSTRUCTION}\n\n{feedback}"},
-        {"role": "assistant", "content": f"```python\n{problem.prompt}"},
-    ]
+        text = ""
+        for completion, fb in history:
+            note = "\n".join("# " + line for line in revision_request(fb, mode).splitlines())
+            text += f"{problem.prompt}{completion}\n\n{note}\n"
+        return text + problem.prompt
+    messages = [{"role": "user", "content": user_turn(problem)}]
+    for completion, fb in history:
+        messages += [_attempt_message(problem, completion), {"role": "user", "content": revision_request(fb, mode)}]
+    messages.append({"role": "assistant", "content": f"```python\n{problem.prompt}"})
     return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
 
 
-def sample_repairs(model, tokenizer, problems: dict[str, Problem], failing: list[dict], cfg: SamplerConfig, *,
-                   temperature: float, prompt_format: str, seed: int, progress: bool = True) -> list[dict]:
-    """One repair sample per failing execution record; ``repair_of`` names the attempt it fixes."""
-    from ieta.sample import generate
+def env_turn(problem: Problem, feedback_text: str, mode: str, tokenizer, prompt_format: str) -> str:
+    """The environment's text between a finished attempt (which ended with the end-of-turn token, or was cut) and
+    the policy's next attempt: the close of the turn, the feedback turn, and the revised function's prefill."""
+    request = revision_request(feedback_text, mode)
+    if prompt_format == "completion":
+        note = "\n".join("# " + line for line in request.splitlines())
+        return f"\n\n{note}\n{problem.prompt}"
+    sentinel = "\x00IETA_ATTEMPT\x00"
+    messages = [{"role": "user", "content": user_turn(problem)}, {"role": "assistant", "content": sentinel},
+                {"role": "user", "content": request}, {"role": "assistant", "content": f"```python\n{problem.prompt}"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return text[text.index(sentinel) + len(sentinel):]
 
-    prompts = [build_repair_prompt(problems[r["task_id"]], r, tokenizer, prompt_format) for r in failing]
-    raws = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=cfg.top_p,
-                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, stops=stop_strings(prompt_format),
-                    seed=seed, quantize=cfg.quantize, progress=progress, desc="repair") if prompts else []
+
+def generate_texts(model, tokenizer, prompts: list[str], cfg: SamplerConfig, *, temperature: float, seed: int,
+                   prompt_format: str, progress: bool, desc: str, weights: str | None = None) -> list[str]:
+    """One continuation per prompt with the configured back-end (``sampler.backend``)."""
+    if not prompts:
+        return []
+    common = dict(n=1, temperature=temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                  stops=stop_strings(prompt_format), seed=seed, progress=progress)
+    if cfg.backend == "vllm":
+        from ieta.vllm_backend import generate as vllm_generate
+
+        raws = vllm_generate(weights, prompts, gpu_memory_utilization=cfg.gpu_memory_utilization, **common)
+    else:
+        from ieta.sample import generate
+
+        raws = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, quantize=cfg.quantize, desc=desc,
+                        **common)
+    return [raw for [raw] in raws]
+
+
+def sample_revisions(model, tokenizer, problems: dict[str, Problem], items: list[dict], cfg: SamplerConfig, *,
+                     mode: str, turn: int, temperature: float, prompt_format: str, seed: int, progress: bool = True,
+                     weights: str | None = None) -> list[dict]:
+    """One revision per item ``{"task_id", "completion_id", "history": [(completion, feedback), ...]}``; each
+    record keeps the ``completion_id`` of the sample it revises (also as ``repair_of``) and its ``turn``."""
+    prompts = [build_revision_prompt(problems[it["task_id"]], it["history"], tokenizer, prompt_format, mode)
+               for it in items]
+    raws = generate_texts(model, tokenizer, prompts, cfg, temperature=temperature, seed=seed,
+                          prompt_format=prompt_format, progress=progress, desc=f"turn {turn}", weights=weights)
     return [
-        {"task_id": r["task_id"], "completion_id": f"{r['completion_id']}-repair", "repair_of": r["completion_id"],
-         "completion": extract_completion(raw, prompt_format), "raw": raw, "temperature": temperature, "seed": seed}
-        for r, [raw] in zip(failing, raws)
+        {"task_id": it["task_id"], "completion_id": it["completion_id"], "repair_of": it["completion_id"],
+         "turn": turn, "completion": extract_completion(raw, prompt_format), "raw": raw, "feedback_mode": mode,
+         "temperature": temperature, "seed": seed}
+        for it, raw in zip(items, raws)
     ]
 
 
-def after_repair(executions: list[dict], repairs: list[dict]) -> list[dict]:
-    """Each sample's final state after one repair turn: itself if it passed, else its executed repair."""
-    fixed = {(r["task_id"], r["repair_of"]): r for r in repairs}
-    return [e if e["passed"] else fixed.get((e["task_id"], e["completion_id"]), e) for e in executions]
+def carry_forward(previous: list[dict], revised: list[dict]) -> list[dict]:
+    """Each sample's state after a turn: itself if it had passed, else its executed revision (if any)."""
+    fixed = {(r["task_id"], r["repair_of"]): r for r in revised}
+    return [e if e["passed"] else fixed.get((e["task_id"], e["completion_id"]), e) for e in previous]
