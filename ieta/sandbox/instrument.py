@@ -61,7 +61,7 @@ class _Rewriter(ast.NodeTransformer):
         self.asserts.append((ast.get_source_segment(self.source, node) or ast.unparse(node))[:500])
         self.lines.append(node.lineno)
         test = node.test
-        # a two-operand comparison keeps its operands, so the harness can report expected/actual
+        # a two-operand comparison keeps its operands, so the judge can report expected/actual
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             left, right = self.visit(test.left), self.visit(test.comparators[0])
             swap = _mentions(test.comparators[0], self.candidate) and not _mentions(test.left, self.candidate)

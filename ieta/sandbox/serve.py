@@ -83,9 +83,19 @@ def exc_record(e):
     return rec
 
 
+def _flush():
+    """Push buffered output to the pipe: the process is killed, not ended, once the judge is done."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
 def run(req, call_fd, reply_fd):
     """Serve until the judge hangs up; ends the process."""
     def send(obj):
+        _flush()
         wire.write(reply_fd, obj)
 
     for name in ("serve", "tracer", "wire", "zygote", "judge", "isolate"):
@@ -127,6 +137,7 @@ def run(req, call_fd, reply_fd):
             body = dumps(("raise", exc_record(e)), 2)
         if flush is not None:
             flush()
+        _flush()
         data = memoryview(len(body).to_bytes(4, "little") + body)
         while data:
             data = data[os.write(reply_fd, data):]

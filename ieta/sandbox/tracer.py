@@ -1,4 +1,4 @@
-"""Line-level tracer for failing samples, installed by the harness on a re-run.
+"""Line-level tracer for failing samples, installed in the candidate's process on a re-run.
 
 Records the executed lines of the candidate's functions with a bounded, repr-truncated snapshot of
 their locals, and streams them in batches so a timeout still leaves a partial trace.
