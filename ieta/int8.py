@@ -14,24 +14,35 @@ import torch
 from torch import nn
 
 
+class Int8Matmul:
+    """``x @ W.T + b`` (``x``: 2-D fp32) as an int8 x int8 -> int32 GEMM (``torch._int_mm``; VPDPBUSD on AVX512-VNNI),
+    rescaled to fp32: weights get one scale per output channel, activations one per token (row), on the fly."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        weight = weight.detach().float()
+        self.scale = weight.abs().amax(1).clamp(min=1e-12) / 127
+        # stored (in, out) and contiguous: _int_mm runs 10-25% faster on it than on the transposed view
+        self.qweight = (weight / self.scale[:, None]).round_().clamp_(-127, 127).to(torch.int8).T.contiguous()
+        self.bias = None if bias is None else bias.detach().float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # 4 passes over x and 2 over the output: |x / scale| <= 127 by construction, so no clamp is needed, and
+        # int32 * fp32 promotes inside one kernel
+        token_scale = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True).clamp_(min=1e-12).div_(127)
+        quantized = torch.mul(x, token_scale.reciprocal()).round_().to(torch.int8)
+        out = torch._int_mm(quantized, self.qweight).mul(token_scale)
+        return out.mul_(self.scale) if self.bias is None else torch.addcmul(self.bias, out, self.scale)
+
+
 class Int8Linear(nn.Module):
-    """``linear`` as int8 x int8 -> int32 GEMM, rescaled to float: about 4x fp32's speed at 64 rows (AVX-512 VNNI)."""
+    """``linear`` as an :class:`Int8Matmul` on inputs of any shape and dtype (about 4x fp32's speed at 64 rows)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        self.scale = weight.abs().amax(1).clamp(min=1e-12) / 127  # per output channel
-        self.qweight = (weight / self.scale[:, None]).round().clamp(-127, 127).to(torch.int8)  # (out, in)
-        self.bias = None if linear.bias is None else linear.bias.detach().float()
-        self.out_features = linear.out_features
+        self.matmul, self.out_features = Int8Matmul(linear.weight, linear.bias), linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).float()
-        token_scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
-        quantized = (flat / token_scale).round_().clamp_(-127, 127).to(torch.int8)
-        out = torch._int_mm(quantized, self.qweight.T).float().mul_(token_scale).mul_(self.scale)
-        if self.bias is not None:
-            out += self.bias
+        out = self.matmul(x.reshape(-1, x.shape[-1]).float())
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 

@@ -2,7 +2,9 @@
 
 The batch is kept full: a row that reaches EOS or a stop string leaves the batch and its KV cache at once (HF
 ``generate`` keeps computing finished rows until the longest one ends), and the next prompts are prefilled and join
-as soon as there is room for their ``n`` samples. On CPU the linear layers run in int8 (``sampler.quantize``).
+as soon as there is room for their ``n`` samples. On CPU, Qwen2/Llama-shaped models decode through
+:mod:`ieta.decode` (static KV cache, fused GEMMs) in the arithmetic :mod:`ieta.cpu_path` picks for the processor
+(``sampler.quantize``); other models and GPUs decode through the model's own forward.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ieta.config import SamplerConfig
+from ieta.cpu_path import this_cpu
 from ieta.data import Problem
+from ieta.decode import Decoder, unsupported
 from ieta.int8 import int8_linears
 from ieta.prompts import build_prompt, extract_completion, stop_strings
 
@@ -49,9 +53,67 @@ def _nucleus_sample(top: torch.Tensor, idx: torch.Tensor, top_p: float, generato
     return idx.gather(-1, torch.multinomial(top, 1, generator=generator)).squeeze(-1)
 
 
-def quantizes(model, quantize: str) -> bool:
-    """Whether ``sampler.quantize`` turns int8 on for ``model``: ``int8``, or ``auto`` on a CPU fp32 model."""
-    return quantize == "int8" or (quantize == "auto" and model.device.type == "cpu" and model.dtype == torch.float32)
+def sampling_path(model, quantize: str) -> tuple[str, str]:
+    """``(compute, why)``: the arithmetic the sampler runs in (``int8``, ``bfloat16`` or ``float32``) for
+    ``sampler.quantize``: ``int8``; ``none`` (the model's dtype); ``auto``: on CPU the fastest path for this
+    processor (:func:`ieta.cpu_path.this_cpu`), elsewhere the model's dtype."""
+    if quantize == "int8":
+        if model.device.type != "cpu":
+            raise ValueError(f"sampler.quantize=int8 runs on CPU only; the model is on {model.device}")
+        return "int8", "sampler.quantize=int8"
+    if quantize == "auto" and model.device.type == "cpu":
+        path = this_cpu()
+        return path.compute, f"auto on {path.isa}: {path.why}"
+    return str(model.dtype).removeprefix("torch."), f"sampler.quantize={quantize}: the model's dtype"
+
+
+def _record(out: list[list[int]], slots: list[int], token: torch.Tensor, eos: torch.Tensor, limit: int,
+            stopped) -> torch.Tensor:
+    """Append each row's token to its output unless it is EOS; returns which rows are done (EOS, ``limit``
+    tokens, a stop string)."""
+    done = torch.isin(token, eos)
+    for j, (slot, t) in enumerate(zip(slots, token.tolist())):
+        if not done[j]:
+            out[slot].append(t)
+            done[j] = len(out[slot]) >= limit or stopped(out[slot])
+    return done
+
+
+def _eos_ids(model, tokenizer) -> torch.Tensor:
+    eos = model.generation_config.eos_token_id
+    return torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]), device=model.device)
+
+
+class _Stops:
+    def __init__(self, tokenizer, stops: list[str]) -> None:
+        self.tokenizer, self.stops = tokenizer, stops
+        self.window = max((len(s) for s in stops), default=0) + 2  # tokens: each decodes to >= 1 character
+
+    def __call__(self, tokens: list[int]) -> bool:
+        return bool(self.stops) and any(s in self.tokenizer.decode(tokens[-self.window:]) for s in self.stops)
+
+
+class _DecoderBatch:
+    """Rows decoding together through :class:`ieta.decode.Decoder`; ``slots`` says which output each row writes to."""
+
+    def __init__(self, decoder: Decoder, tokenizer, ids: dict[str, list[int]], stops: _Stops, eos) -> None:
+        self.decoder, self.ids, self.stopped, self.eos = decoder, ids, stops, eos
+        self.slots: list[int] = []
+
+    def admit(self, prompts: list[str], slots: list[int], n: int) -> None:
+        for prompt in prompts:
+            self.decoder.prefill(self.ids[prompt], n)
+        self.slots += slots
+
+    def step(self, out: list[list[int]], temperature: float, top_p: float, generator, limit: int) -> list[int]:
+        token = next_tokens(self.decoder.step(), temperature, top_p, generator)
+        done = _record(out, self.slots, token, self.eos, limit, self.stopped)
+        self.decoder.last[: len(token)] = token
+        finished = [s for s, d in zip(self.slots, done.tolist()) if d]
+        if finished:
+            order = self.decoder.drop(done.nonzero().squeeze(-1).tolist())
+            self.slots = [self.slots[i] for i in order]
+        return finished
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -90,12 +152,8 @@ class _Batch:
     """Rows decoding together. Each row has one pending token (``last``) not yet in ``cache``; ``mask`` covers the
     cache plus that token, left-padded; ``slots`` says which output each row writes to."""
 
-    def __init__(self, model, tokenizer, stops: list[str]) -> None:
-        self.model, self.tokenizer, self.stops = model, tokenizer, stops
-        self.window = max((len(s) for s in stops), default=0) + 2  # tokens: each decodes to >= 1 character
-        eos = model.generation_config.eos_token_id
-        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id]),
-                                device=model.device)
+    def __init__(self, model, tokenizer, stops: _Stops, eos: torch.Tensor) -> None:
+        self.model, self.tokenizer, self.stopped, self.eos = model, tokenizer, stops, eos
         self.cache, self.mask, self.position, self.last = None, None, None, None
         self.slots: list[int] = []
 
@@ -127,20 +185,13 @@ class _Batch:
         logits = self.model(input_ids=self.last, attention_mask=self.mask, position_ids=self.position,
                             cache=self.cache, use_cache=True).logits[:, -1]
         token = next_tokens(logits, temperature, top_p, generator)
-        done = torch.isin(token, self.eos)
-        for j, (slot, t) in enumerate(zip(self.slots, token.tolist())):
-            if not done[j]:
-                out[slot].append(t)
-                done[j] = len(out[slot]) >= limit or self._stopped(out[slot])
+        done = _record(out, self.slots, token, self.eos, limit, self.stopped)
         finished = [s for s, d in zip(self.slots, done.tolist()) if d]
         self.last, self.position = token[:, None], self.position + 1
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=-1)
         if finished:
             self._keep((~done).nonzero().squeeze(-1))
         return finished
-
-    def _stopped(self, tokens: list[int]) -> bool:
-        return bool(self.stops) and any(s in self.tokenizer.decode(tokens[-self.window:]) for s in self.stops)
 
     def _keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows``, then drop the left-padding columns no remaining row needs."""
@@ -157,23 +208,43 @@ class _Batch:
             self.mask = self.mask[:, lead:]
 
 
+def _decoder_batch(model, tokenizer, prompts: list[str], compute: str, capacity: int, max_new_tokens: int,
+                   stops: _Stops, eos: torch.Tensor) -> _DecoderBatch:
+    ids = dict(zip(prompts, tokenizer(prompts)["input_ids"]))
+    if min(len(i) for i in ids.values()) < 1:
+        raise ValueError("prompts must be at least 1 token long")
+    length = max(len(i) for i in ids.values()) + max_new_tokens + 1
+    return _DecoderBatch(Decoder(model, compute, capacity, length), tokenizer, ids, stops, eos)
+
+
+def uses_decoder(model) -> str | None:
+    """Why ``model`` samples through its own forward instead of :mod:`ieta.decode` (``None``: it does not)."""
+    return "not on CPU" if model.device.type != "cpu" else unsupported(model)
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float, top_p: float,
              max_new_tokens: int, batch_size: int, stops: list[str], seed: int, quantize: str = "none",
              progress: bool = True, desc: str = "sample") -> list[list[str]]:
     """``n`` continuations per prompt, in input order. Up to ``batch_size`` sequences (at least ``n``) decode
     together; prompts join longest first, each prefilled once for its ``n`` samples. Seeded: the same call gives the
-    same samples. ``quantize``: ``sampler.quantize`` (see :mod:`ieta.int8`)."""
-    int8 = quantizes(model, quantize)
-    if int8 and model.device.type != "cpu":
-        raise ValueError(f"sampler.quantize=int8 runs on CPU only; the model is on {model.device}")
+    same samples. ``quantize``: ``sampler.quantize`` (see :func:`sampling_path`). The model is left in eval mode."""
+    model.eval()
+    compute, _ = sampling_path(model, quantize)
     tokenizer.padding_side = "left"
     generator = torch.Generator(device=model.device).manual_seed(seed)
     queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # prompt i's sample j is slot i * n + j
-    batch, capacity = _Batch(model, tokenizer, stops), max(batch_size, n)
+    capacity = min(max(batch_size, n), len(out))
+    stopped, eos = _Stops(tokenizer, stops), _eos_ids(model, tokenizer)
+    fallback = uses_decoder(model) if prompts else "no prompts"
+    if fallback is None:
+        batch, context = _decoder_batch(model, tokenizer, prompts, compute, capacity, max_new_tokens, stopped, eos), nullcontext()
+    else:  # the model's own forward, int8 through swapped linear layers
+        batch = _Batch(model, tokenizer, stopped, eos)
+        context = int8_linears(model) if compute == "int8" else nullcontext()
     bar = tqdm(total=len(out), desc=desc, unit="sample", disable=not progress)
-    with int8_linears(model) if int8 else nullcontext():
+    with context:
         while queue or batch.slots:
             room = (capacity - len(batch.slots)) // n
             while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length

@@ -1,9 +1,20 @@
-"""Sampling throughput: our sampler vs plain ``model.generate`` (batch 1, fp32) on the same prompts, same run.
+"""Sampling throughput: IETA's sampler against Hugging Face's generators and the machine's limit, in the same run.
 
-``python -m ieta.bench sample [--problems 16] [--n 4] [--plain 4] [--max-new-tokens 128]`` samples ``n``
-completions for each of the first ``problems`` HumanEval prompts with IETA's sampler (its default dtype and batch
-size), then runs plain batch-1 fp32 ``generate`` on the first ``plain`` of the same prompts with the same sampling
-settings and stop strings, and prints generated tokens per second for both and their ratio.
+``python -m ieta.bench sample [--problems 16] [--n 4] [--max-new-tokens 128] [--batch-size 64] [--quantize auto]``
+samples ``n`` completions for each of the first ``problems`` HumanEval prompts (chat format, the pipeline's stop
+strings, temperature 0.8, top-p 0.95) and prints:
+
+- the path the sampler chose (arithmetic, ISA, decoder) and why;
+- a roofline for this machine: memory bandwidth (a large tensor copy) against the bytes a decode step reads
+  (weights plus KV cache), and GEMM throughput in the chosen arithmetic (a 64-row gate/up GEMM of the model, through
+  the sampler's own matmul) against the FLOPs per token; the tokens/s those allow at the batch size;
+- tokens/s of IETA's sampler and of the references, on the same prompts: ``hf`` (``model.generate`` batched, all
+  ``problems x n`` rows at once via ``num_return_sequences``, in the model's best dtype on this CPU), ``cb``
+  (transformers' continuous batching ``generate_batch``, where it runs on CPU; else why not) and, with ``--plain``,
+  plain batch-1 fp32 ``generate`` on that many prompts;
+- ratios against the strongest reference, and how far the sampler is from the roofline.
+
+Tokens are counted alike for everyone: each completion's text up to and including its first stop string, re-tokenized.
 """
 
 from __future__ import annotations
@@ -14,61 +25,203 @@ import time
 import torch
 
 from ieta.config import SamplerConfig
+from ieta.cpu_path import capabilities, native_bf16
 from ieta.data import load_problems
+from ieta.decode import FloatMatmul
+from ieta.int8 import Int8Matmul
 from ieta.models import load_model, load_tokenizer, pick_device
 from ieta.prompts import build_prompt, stop_strings
-from ieta.sample import generate, quantizes
+from ieta.sample import generate, sampling_path, uses_decoder
 
 SETTINGS = dict(temperature=0.8, top_p=0.95)
+BYTES = {"int8": 1, "bfloat16": 2, "float32": 4}
 
 
-def _ours(model, tok, prompts: list[str], n: int, max_new_tokens: int, batch_size: int,
-          quantize: str) -> tuple[int, float]:
-    t0 = time.perf_counter()  # the int8 conversion, when on, is timed as part of sampling
-    outputs = generate(model, tok, prompts, n=n, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       stops=stop_strings("chat"), seed=0, quantize=quantize, progress=False, **SETTINGS)
-    elapsed = time.perf_counter() - t0
-    return sum(len(tok(text)["input_ids"]) for samples in outputs for text in samples), elapsed
+def _timed(f, repeat: int) -> float:
+    f()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        f()
+    return (time.perf_counter() - t0) / repeat
+
+
+def bandwidth() -> float:
+    """Bytes/s of a 256 MiB fp32 tensor copy (read + write)."""
+    src = torch.ones(64 << 20)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / _timed(lambda: dst.copy_(src), 5)
+
+
+def gemm_rate(compute: str, rows: int, hidden: int, out: int) -> float:
+    """FLOP/s (int8: OP/s) of a ``rows x hidden @ hidden x out`` GEMM through the sampler's own matmul."""
+    weight = torch.randn(out, hidden)
+    matmul = Int8Matmul(weight, None) if compute == "int8" else FloatMatmul(weight, None, getattr(torch, compute))
+    x = torch.randn(rows, hidden).to(torch.float32 if compute == "int8" else getattr(torch, compute))
+    return 2 * rows * hidden * out / _timed(lambda: matmul(x), 10)
+
+
+def model_costs(model, context: int) -> tuple[int, float]:
+    """``(linear parameters per token, attention FLOPs per token at ``context`` cached tokens)``."""
+    cfg = model.config
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attention = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * context
+    return linear, attention
+
+
+def kv_bytes_per_row(model, context: int, act_bytes: int) -> int:
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * context * act_bytes
+
+
+def count_tokens(tok, texts: list[str], stops: list[str]) -> int:
+    """Tokens of each text up to and including its first stop string."""
+    total = 0
+    for text in texts:
+        ends = [text.index(s) + len(s) for s in stops if s in text]
+        total += len(tok(text[: min(ends)] if ends else text)["input_ids"])
+    return total
+
+
+def _ours(model, tok, prompts, args) -> tuple[list[str], float]:
+    t0 = time.perf_counter()  # the decoder's weight conversion is timed as part of sampling
+    outputs = generate(model, tok, prompts, n=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       stops=stop_strings("chat"), seed=0, quantize=args.quantize, progress=False, **SETTINGS)
+    return [t for samples in outputs for t in samples], time.perf_counter() - t0
 
 
 @torch.inference_mode()
-def _plain(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[int, float]:
-    tokens, t0 = 0, time.perf_counter()
+def _hf_batched(model, tok, prompts, args) -> tuple[list[str], float]:
+    tok.padding_side = "left"
+    t0 = time.perf_counter()
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=True, num_return_sequences=args.n,
+                         stop_strings=stop_strings("chat"), tokenizer=tok, pad_token_id=tok.pad_token_id, **SETTINGS)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return texts, time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def _hf_continuous(model, tok, prompts, args) -> tuple[list[str], float]:
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=True, num_return_sequences=args.n,
+                              eos_token_id=model.generation_config.eos_token_id, pad_token_id=tok.pad_token_id,
+                              **SETTINGS)
+    t0 = time.perf_counter()
+    results = model.generate_batch(tok(prompts)["input_ids"], generation_config=config, progress_bar=False)
+    texts = [tok.decode(r.generated_tokens, skip_special_tokens=True) for r in results.values()]
+    if len(texts) != len(prompts) * args.n or any(r.error for r in results.values()):
+        raise RuntimeError(next((r.error for r in results.values() if r.error), "missing results"))
+    return texts, time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def _plain(model, tok, prompts, args) -> tuple[list[str], float]:
+    texts, t0 = [], time.perf_counter()
     for prompt in prompts:
         enc = tok(prompt, return_tensors="pt")
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, stop_strings=stop_strings("chat"),
-                             tokenizer=tok, pad_token_id=tok.pad_token_id, **SETTINGS)
-        tokens += out.shape[1] - enc["input_ids"].shape[1]
-    return tokens, time.perf_counter() - t0
+        out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=True,
+                             stop_strings=stop_strings("chat"), tokenizer=tok, pad_token_id=tok.pad_token_id,
+                             **SETTINGS)
+        texts.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return texts, time.perf_counter() - t0
+
+
+def _print_path(model, quantize: str) -> str:
+    compute, why = sampling_path(model, quantize)
+    caps = capabilities()
+    isa = ", ".join(f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx2") if caps.get(f)) or "none"
+    fallback = uses_decoder(model)
+    print(f"path              {model.device.type}/{compute} (model weights {str(model.dtype).removeprefix('torch.')}), "
+          f"{'decoder ieta.decode' if fallback is None else 'model forward (' + fallback + ')'}; CPU flags: {isa}")
+    print(f"why               {why}")
+    return compute
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m ieta.bench sample", description=__doc__.split("\n")[0])
-    ap.add_argument("--problems", type=int, default=16, help="HumanEval prompts sampled by our sampler")
-    ap.add_argument("--n", type=int, default=4, help="samples per prompt for our sampler")
-    ap.add_argument("--plain", type=int, default=4, help="prompts (of the same ones) for plain batch-1 generate")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="longest completion, both")
+    ap.add_argument("--problems", type=int, default=16, help="HumanEval prompts")
+    ap.add_argument("--n", type=int, default=4, help="samples per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="longest completion, everyone")
     ap.add_argument("--batch-size", type=int, default=SamplerConfig.batch_size, help="sequences decoding together (ours)")
     ap.add_argument("--quantize", default=SamplerConfig.quantize, choices=["auto", "int8", "none"],
-                    help="int8 dynamic quantization while sampling (ours); see sampler.quantize")
+                    help="the sampler's arithmetic; see sampler.quantize")
+    ap.add_argument("--references", default="hf,cb", help="comma-separated: hf (batched generate), cb "
+                    "(generate_batch); empty for none")
+    ap.add_argument("--plain", type=int, default=0, help="also plain batch-1 fp32 generate on this many prompts")
     ap.add_argument("--model", default="embedded", help="'embedded', a Hub id or a local path")
     args = ap.parse_args(argv)
     tok = load_tokenizer(args.model)
     prompts = [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=args.problems)]
+    stops = stop_strings("chat")
     device, dtype = pick_device()
-    model = load_model(args.model, dtype, device)
-    weights = "int8" if quantizes(model, args.quantize) else str(dtype).removeprefix("torch.")
+    model = load_model(args.model, dtype, device).eval()
+    print(f"workload          {len(prompts)} prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
+          f"{torch.get_num_threads()} threads")
+    compute = _print_path(model, args.quantize)
+
     torch.manual_seed(0)
-    t_ours = _ours(model, tok, prompts, args.n, args.max_new_tokens, args.batch_size, args.quantize)
-    if dtype != torch.float32 or device != "cpu":
-        model = load_model(args.model, torch.float32, "cpu")
-    torch.manual_seed(0)
-    t_plain = _plain(model, tok, prompts[: args.plain], args.max_new_tokens)
-    rate_ours, rate_plain = t_ours[0] / t_ours[1], t_plain[0] / t_plain[1]
-    print(f"prompts           {len(prompts)} x n={args.n} (ours), {args.plain} x 1 (plain); "
-          f"max_new_tokens={args.max_new_tokens}, {torch.get_num_threads()} threads")
-    print(f"ieta sampler      {device}/{weights} batch {args.batch_size}: "
-          f"{t_ours[0]:6d} tokens {t_ours[1]:7.1f} s {rate_ours:7.1f} tokens/s")
-    print(f"plain generate    cpu/float32 batch 1: {t_plain[0]:6d} tokens {t_plain[1]:7.1f} s {rate_plain:7.1f} tokens/s")
-    print(f"speed-up          {rate_ours / rate_plain:7.2f}x")
+    texts, seconds = _ours(model, tok, prompts, args)
+    ours = count_tokens(tok, texts, stops) / seconds
+    generated = count_tokens(tok, texts, stops)
+    rows = {"ieta sampler": (generated, seconds)}
+    print(f"{'ieta sampler':17s} {compute} batch {args.batch_size}: {generated:6d} tokens {seconds:7.1f} s "
+          f"{ours:7.1f} tokens/s")
+
+    best = torch.bfloat16 if device == "cpu" and native_bf16() else dtype
+    references = [r for r in args.references.split(",") if r]
+    if references and model.dtype != best:
+        model = load_model(args.model, best, device).eval()
+    runners = {"hf": ("hf generate", _hf_batched), "cb": ("hf generate_batch", _hf_continuous)}
+    for name in references:
+        label, run = runners[name]
+        torch.manual_seed(0)
+        try:
+            ref_texts, ref_seconds = run(model, tok, prompts, args)
+        except Exception as e:  # noqa: BLE001 - report why a reference cannot run here, then go on
+            print(f"{label:17s} does not run here: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            continue
+        count = count_tokens(tok, ref_texts, stops)
+        rows[label] = (count, ref_seconds)
+        print(f"{label:17s} {str(model.dtype).removeprefix('torch.')} batch {len(prompts) * args.n}: {count:6d} tokens "
+              f"{ref_seconds:7.1f} s {count / ref_seconds:7.1f} tokens/s")
+    if args.plain:
+        model = model if model.dtype == torch.float32 else load_model(args.model, torch.float32, "cpu").eval()
+        torch.manual_seed(0)
+        plain_texts, plain_seconds = _plain(model, tok, prompts[: args.plain], args)
+        count = count_tokens(tok, plain_texts, stops)
+        rows["plain generate"] = (count, plain_seconds)
+        print(f"{'plain generate':17s} float32 batch 1 ({args.plain} prompts): {count:6d} tokens {plain_seconds:7.1f} s "
+              f"{count / plain_seconds:7.1f} tokens/s")
+    refs = {k: v[0] / v[1] for k, v in rows.items() if k != "ieta sampler"}
+    if refs:
+        strongest = max(refs, key=refs.get)
+        print(f"speed-up          {ours / refs[strongest]:7.2f}x the strongest reference ({strongest}); "
+              + ", ".join(f"{ours / r:.2f}x {k}" for k, r in refs.items()))
+    _roofline(model, compute, args, ours, tok, prompts, texts)
     return 0
+
+
+def _roofline(model, compute: str, args, ours: float, tok, prompts, texts) -> None:
+    cfg = model.config
+    prompt_mean = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
+    context = int(prompt_mean + args.max_new_tokens / 2)  # cached tokens per row at a typical step
+    linear, attention = model_costs(model, context)
+    flops = 2 * linear + attention
+    rows = args.batch_size
+    act = 4 if compute in ("int8", "float32") else 2
+    weight_bytes = linear * BYTES[compute]
+    step_bytes = weight_bytes + rows * kv_bytes_per_row(model, context, act)
+    bw, rate = bandwidth(), gemm_rate(compute, rows, cfg.hidden_size, 2 * cfg.intermediate_size)
+    memory_bound, compute_bound = bw / step_bytes * rows, rate / flops
+    ceiling = min(memory_bound, compute_bound)
+    print(f"roofline          memory {bw / 1e9:.1f} GB/s (256 MiB copy), {step_bytes / 1e9:.2f} GB per decode step at "
+          f"{rows} rows ({weight_bytes / 1e9:.2f} GB {compute} weights + KV cache at {context} tokens) -> "
+          f"{memory_bound:.0f} tokens/s; compute {rate / 1e9:.0f} G{'OP' if compute == 'int8' else 'FLOP'}/s "
+          f"({compute} {rows}x{cfg.hidden_size}x{2 * cfg.intermediate_size} GEMM), {flops / 1e9:.2f} GFLOP per token "
+          f"({linear / 1e6:.0f}M linear params incl. the LM head) -> {compute_bound:.0f} tokens/s")
+    print(f"distance          the sampler runs at {ours / ceiling:.0%} of the {ceiling:.0f} tokens/s roofline "
+          f"({'compute' if compute_bound < memory_bound else 'memory'}-bound at {rows} rows; the end-to-end figure also "
+          f"pays the prefill and the partly empty batch at the end)")

@@ -1,6 +1,7 @@
-"""DPO step time: TRL's defaults vs IETA's settings, at the quick preset's settings, in the same run.
+"""Training step time at the quick preset's settings: DPO (TRL's defaults vs IETA's, same run) and GRPO.
 
-``python -m ieta.bench train [--steps 4] [--warmup 1] [--overrides ...]`` composes ``experiment=quick method=dpo``
+``python -m ieta.bench train [--method dpo] [--steps 4] [--warmup 1] [overrides ...]`` composes
+``experiment=quick method=dpo``
 and trains the embedded model twice through ``ieta.train.train_dpo`` on the same HumanEval pairs (chosen: the
 canonical solution; rejected: the next problem's canonical body, so lengths are realistic):
 
@@ -14,6 +15,10 @@ Both use the preset's LoRA adapter (``method.lora``), which is not a TRL setting
 
 It prints the median seconds per optimisation step (after ``warmup`` steps), the one-off setup (trainer build,
 including any precomputed reference log-probs) and the total, with ratios.
+
+``--method grpo`` composes ``experiment=quick method=rlaif`` and runs ``train_rlaif`` (TRL's GRPOTrainer: online
+generation, sandboxed rewards, the judge, the policy update) on the first ``--problems`` HumanEval problems, and prints
+seconds per step and per completion token (TRL's ``completions/mean_length`` x the completions of a step).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,12 +77,61 @@ def _time(cfg, pairs: list[dict], steps: int, trl_defaults: bool) -> tuple[StepT
     return timer, time.perf_counter() - timer.created
 
 
+@contextmanager
+def _timed_trainer(timer: StepTimer):
+    """Within the block every TRL trainer runs with ``timer`` as a callback (``train_rlaif`` takes no callbacks)."""
+    from transformers import Trainer
+
+    train = Trainer.train
+
+    def timed(self, *args, **kwargs):
+        self.add_callback(timer)
+        timer.trainer = self
+        return train(self, *args, **kwargs)
+
+    Trainer.train = timed
+    try:
+        yield
+    finally:
+        Trainer.train = train
+
+
+def grpo(args) -> int:
+    from ieta.methods.rlaif import train_rlaif
+    from ieta.policy import load_policy
+
+    cfg = validate(compose_config(["experiment=quick", "method=rlaif", "progress=false", *args.overrides]))
+    steps = args.warmup + args.steps
+    model, tokenizer, _, _ = load_policy(cfg)
+    problems = load_problems("humaneval", limit=args.problems)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix="ieta-bench-grpo-") as tmp, _timed_trainer(timer):
+        train_rlaif(model, tokenizer, problems, cfg, steps=steps, out_dir=Path(tmp), seed=cfg.seed, progress=False)
+    trainer = timer.trainer
+    per_step = trainer.args.generation_batch_size // trainer.args.steps_per_generation
+    lengths = [e["completions/mean_length"] for e in trainer.state.log_history if "completions/mean_length" in e]
+    timed, tokens = timer.steps[args.warmup:], [length * per_step for length in lengths[args.warmup:]]
+    step = statistics.median(timed)
+    print(f"GRPO {len(problems)} problems, {cfg.method.rlaif['num_generations']} generations per prompt, "
+          f"{per_step} completions per step, max_completion_length {cfg.method.rlaif['max_completion_length']}, "
+          f"LoRA r={cfg.method.lora.r} on the top {cfg.method.lora.top_layers or 'all'} blocks, "
+          f"{torch.get_num_threads()} threads")
+    print(f"grpo          {step:6.1f} s/step (median of {len(timed)}; steps {', '.join(f'{t:.1f}' for t in timer.steps)}"
+          f" s), {statistics.mean(tokens):.0f} completion tokens per step, "
+          f"{1000 * sum(timed) / sum(tokens):.1f} ms per completion token, setup {timer.setup:.1f} s")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m ieta.bench train", description=__doc__.split("\n")[0])
+    ap.add_argument("--method", choices=["dpo", "grpo"], default="dpo", help="dpo: TRL defaults vs ieta; grpo")
     ap.add_argument("--steps", type=int, default=4, help="timed optimisation steps per variant")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (allocator, autocast caches)")
+    ap.add_argument("--problems", type=int, default=8, help="grpo: HumanEval problems to draw prompts from")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model=tiny")
     args = ap.parse_args(argv)
+    if args.method == "grpo":
+        return grpo(args)
     ours = validate(compose_config(["experiment=quick", "method=dpo", "progress=false", *args.overrides]))
     defaults = validate(compose_config(["experiment=quick", "method=dpo", "progress=false", *TRL_DEFAULTS,
                                         *args.overrides]))

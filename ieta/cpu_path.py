@@ -1,0 +1,58 @@
+"""Which arithmetic a CPU runs fastest, read from ``torch.cpu.get_capabilities()`` (not ``/proc/cpuinfo`` text).
+
+Three kinds of CPU, three paths (measured with ``python -m ieta.bench sample``, which prints the path and why):
+
+- AMX (``amx_bf16``): bf16 everywhere; the tile units make bf16 GEMMs the fastest arithmetic there (on such a
+  machine the bf16 sampler beat int8 ``torch._int_mm``: 81.1 against 72.9 tokens/s, issue 16).
+- AVX-512 VNNI without AMX (with or without ``avx512_bf16``): int8 x int8 GEMMs (``torch._int_mm``, VPDPBUSD) for
+  sampling, on fp32 activations. On this project's EPYC (VNNI + AVX512-BF16, no AMX) a 64-row GEMM of the model's
+  shapes ran at 620-780 GOP/s in int8, 330-390 GFLOP/s in bf16 and 105-145 GFLOP/s in fp32.
+- anything else: fp32 (bf16 without native support was 2-4x slower than fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class CpuPath:
+    """``compute``: ``int8``, ``bfloat16`` or ``float32`` (the sampler's arithmetic); ``isa``: the instructions that
+    make it fast; ``why``: the rule that chose it."""
+
+    compute: str
+    isa: str
+    why: str
+
+
+@cache
+def capabilities() -> dict:
+    try:
+        return dict(torch.cpu.get_capabilities())
+    except (AttributeError, RuntimeError):  # older torch: no capability report
+        return {}
+
+
+def choose(caps: dict) -> CpuPath:
+    """The fastest sampling path for a CPU with capability flags ``caps`` (``torch.cpu.get_capabilities()``)."""
+    if caps.get("amx_bf16"):
+        return CpuPath("bfloat16", "AMX-BF16", "AMX tiles compute bf16 GEMMs faster than int8 _int_mm there")
+    if caps.get("avx512_vnni"):
+        extra = " (avx512_bf16 too: bf16 GEMMs run at about half the int8 rate)" if caps.get("avx512_bf16") else ""
+        return CpuPath("int8", "AVX512-VNNI", "VNNI without AMX: int8 GEMMs are the fastest arithmetic" + extra)
+    if caps.get("avx512_bf16"):
+        return CpuPath("bfloat16", "AVX512-BF16", "native bf16 dot products, no int8 VNNI")
+    return CpuPath("float32", "AVX2" if caps.get("avx2") else "baseline", "no native bf16 or int8 dot products")
+
+
+def this_cpu() -> CpuPath:
+    return choose(capabilities())
+
+
+def native_bf16(caps: dict | None = None) -> bool:
+    """AVX512-BF16 or AMX: without them bf16 matmuls are emulated and slower than fp32 (measured 2-4x)."""
+    caps = capabilities() if caps is None else caps
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

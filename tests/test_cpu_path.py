@@ -1,0 +1,121 @@
+"""The CPU path (arithmetic by capability) and IETA's decoder against the model's own forward, on every path."""
+
+import pytest
+import torch
+
+from ieta.cpu_path import choose, native_bf16, this_cpu
+from ieta.decode import Decoder, unsupported
+from ieta.int8 import int8_linears
+from ieta.models import load_model, load_tokenizer
+from ieta.sample import generate, sampling_path, uses_decoder
+from tests.test_sample import RANDOM_INIT
+
+#: the capability flags of the three kinds of CPU the project runs on (torch.cpu.get_capabilities() keys)
+AMX = {"avx2": True, "avx512_vnni": True, "avx512_bf16": True, "amx_bf16": True, "amx_int8": True, "amx_tile": True}
+VNNI_BF16 = {"avx2": True, "avx512_vnni": True, "avx512_bf16": True}
+VNNI = {"avx2": True, "avx512_vnni": True}
+AVX2 = {"avx2": True}
+
+
+def test_path_follows_capabilities():
+    assert choose(AMX).compute == "bfloat16" and choose(AMX).isa == "AMX-BF16"
+    assert choose(VNNI_BF16).compute == "int8" and choose(VNNI).compute == "int8"
+    assert choose({"avx512_bf16": True}).compute == "bfloat16"
+    assert choose(AVX2).compute == "float32" and choose({}).compute == "float32"
+    assert native_bf16(AMX) and native_bf16(VNNI_BF16) and not native_bf16(VNNI) and not native_bf16({})
+    assert this_cpu() == choose(torch.cpu.get_capabilities())
+
+
+def _prompt_ids(tok):
+    return [tok(p)["input_ids"] for p in ("def add(a, b):\n    return", "import os\nprint(", "x = [1, 2, 3]")]
+
+
+def _reference_logits(model, ids: list[int]) -> torch.Tensor:
+    """The model's own forward: next-token logits after the whole of ``ids``."""
+    return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+def _decoder_logits(model, compute: str, prompts: list[list[int]], extra: list[int]) -> list[torch.Tensor]:
+    """Prefill every prompt into 2 rows, decode ``extra`` tokens (the same for every row), drop row 1 after the
+    first step (the last row moves into its place) and return each row's logits per step."""
+    decoder = Decoder(model, compute, capacity=2 * len(prompts), length=64)
+    for ids in prompts:
+        decoder.prefill(ids, 2)
+    steps, order = [], list(range(decoder.rows))
+    for j, token in enumerate(extra):
+        logits = decoder.step().float()
+        steps.append({order[r]: logits[r] for r in range(decoder.rows)})
+        decoder.last[: decoder.rows] = token
+        if j == 0:
+            order = [order[i] for i in decoder.drop([1])]
+    return steps
+
+
+@pytest.mark.parametrize("compute, dtype, tolerance", [
+    ("float32", torch.float32, 1e-4),  # same arithmetic as the model's forward
+    ("bfloat16", torch.bfloat16, 0.05),  # the AMX / AVX512-BF16 path, on a bf16 model
+    ("int8", torch.float32, 0.05),  # the VNNI path: against the model's forward with int8 linear layers
+])
+@torch.inference_mode()
+def test_decoder_matches_the_model_forward_on_every_path(compute, dtype, tolerance):
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", dtype, "cpu", random_init=RANDOM_INIT, seed=7).eval()
+    assert unsupported(model) is None
+    prompts, extra = _prompt_ids(tok), [11, 22, 33]
+    steps = _decoder_logits(model, compute, prompts, extra)
+    with int8_linears(model) if compute == "int8" else torch.inference_mode():
+        for k, logits in enumerate(steps):
+            for row, got in logits.items():
+                expected = _reference_logits(model, prompts[row // 2] + extra[:k])
+                rel = (got - expected).norm() / expected.norm()
+                assert rel < tolerance, (compute, k, row, float(rel))
+    assert sorted(steps[1]) == [0, 2, 3, 4, 5]  # row 1 left; the others kept their own caches
+
+
+@torch.inference_mode()
+def test_decoder_folds_an_active_lora_adapter_in():
+    from peft import LoraConfig, get_peft_model
+
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=4)
+    policy = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                              init_lora_weights=False)).eval()
+    ids = _prompt_ids(tok)[0]
+    decoder = Decoder(policy, "float32", capacity=1, length=32)
+    decoder.prefill(ids, 1)
+    got = decoder.step()[0]
+    assert torch.allclose(got, _reference_logits(policy, ids), atol=1e-4)
+    with policy.disable_adapter():
+        assert not torch.allclose(got, _reference_logits(policy, ids), atol=1e-2)  # the adapter really mattered
+        plain = Decoder(policy, "float32", capacity=1, length=32)
+        plain.prefill(ids, 1)
+        assert torch.allclose(plain.step()[0], _reference_logits(policy, ids), atol=1e-4)
+
+
+def test_every_path_samples_reproducibly_and_leaves_the_model_in_eval_mode():
+    tok = load_tokenizer("tiny")
+    prompts = ["def f(x):\n    return", "import os\n"]
+    kwargs = dict(n=2, temperature=0.8, top_p=0.95, max_new_tokens=8, batch_size=4, stops=[], seed=0, progress=False)
+    for dtype, quantize in ((torch.float32, "int8"), (torch.bfloat16, "none"), (torch.float32, "none")):
+        model = load_model("tiny", dtype, "cpu", random_init=RANDOM_INIT, seed=2).train()
+        first = generate(model, tok, prompts, quantize=quantize, **kwargs)
+        assert not model.training
+        assert generate(model, tok, prompts, quantize=quantize, **kwargs) == first
+        assert all(len(samples) == 2 for samples in first)
+    assert sampling_path(model, "auto")[0] == this_cpu().compute
+    assert sampling_path(model, "none")[0] == "float32" and sampling_path(model, "int8")[0] == "int8"
+
+
+def test_other_architectures_decode_through_the_model_forward():
+    """A model the decoder does not implement (here Mistral) samples through its own forward, int8 included."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = load_tokenizer("tiny")
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                                             pad_token_id=tok.pad_token_id, **RANDOM_INIT)).eval()
+    assert "mistral" in uses_decoder(model)
+    kwargs = dict(n=2, temperature=0.0, top_p=1.0, max_new_tokens=6, batch_size=2, stops=[], seed=0, progress=False)
+    for quantize in ("none", "int8"):
+        samples = generate(model, tok, ["def f(x):\n    return"], quantize=quantize, **kwargs)
+        assert samples[0][0] == samples[0][1]
