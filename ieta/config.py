@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+import importlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 PAIR_STRATEGIES = ("pass_fail", "graded", "repair")
@@ -17,6 +21,62 @@ OUTCOMES = ("runtime_error", "syntax_error", "timeout", "memory_limit", "crashed
 
 #: the config tree ``python -m ieta.main`` composes
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _if_null(value: Any, default: Any) -> Any:
+    """``${ieta.if_null:${resume},<dir>}``: ``default`` when ``value`` is null (``oc.select`` returns a null key's
+    null, so ``hydra.run.dir`` needs this to fall back to a generated dir when ``resume`` is not set)."""
+    return default if value is None else value
+
+
+if not OmegaConf.has_resolver("ieta.if_null"):  # before Hydra composes: importing ieta.main imports this module
+    OmegaConf.register_new_resolver("ieta.if_null", _if_null)
+
+
+@functools.cache
+def yaml_defaults() -> DictConfig:
+    """The default composition's values, read from ``conf/``: ``config.yaml``'s top-level keys and, for each group,
+    the option its defaults list picks. The YAML is the one source of every default: the schemas below hold none of
+    their own (their fields are ``MISSING``) and fill what a caller leaves out from here. Read as plain files, not
+    composed, so this also works inside a running Hydra app."""
+    top = OmegaConf.load(CONF_DIR / "config.yaml")
+    out = OmegaConf.masked_copy(top, [k for k in top if k not in ("defaults", "hydra")])
+    for entry in top.defaults:
+        if not isinstance(entry, DictConfig):  # _self_
+            continue
+        (group, option), = entry.items()
+        if option is None or group == "experiment":
+            continue
+        node = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+        if "defaults" in node:
+            raise RuntimeError(f"conf/{group}/{option}.yaml: a group's default option must not extend another")
+        out[group] = node
+    return out
+
+
+class _Schema:
+    """A config schema whose defaults live only in ``conf/`` (:func:`yaml_defaults`): every field is ``MISSING``
+    unless it is a group or block a config may leave out (then None or empty). Building one in code
+    (``SamplerConfig(max_new_tokens=8)``) takes every field not given from the default YAML."""
+
+    #: where this schema's node sits in the composed config ("" is the root)
+    conf_key: ClassVar[str]
+
+    def _fill_from_yaml(self) -> None:
+        missing = [f.name for f in dataclasses.fields(self) if _is_missing(getattr(self, f.name))]
+        if not missing:
+            return
+        node = yaml_defaults() if not self.conf_key else OmegaConf.select(yaml_defaults(), self.conf_key)
+        absent = [name for name in missing if name not in node]
+        _check(not absent, f"{self.conf_key or 'config'}", f"has no default in conf/ for {absent}")
+        typed = OmegaConf.merge(OmegaConf.structured(type(self)), OmegaConf.masked_copy(node, missing))
+        for name in missing:
+            value = typed[name]
+            setattr(self, name, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
+
+
+def _is_missing(value: Any) -> bool:
+    return isinstance(value, str) and value == MISSING
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), with_hydra: bool = False) -> DictConfig:
@@ -44,29 +104,35 @@ class Split(str, Enum):
 
 
 @dataclass
-class DatasetConfig:
-    name: str = "humaneval"
-    source: str = "humaneval"
-    limit: int | None = None
-    split: Split = Split.eval
-    eval_fraction: float = 0.5
-    split_seed: int = 1234
+class DatasetConfig(_Schema):
+    conf_key: ClassVar[str] = "dataset"
+
+    name: str = MISSING
+    source: str = MISSING
+    limit: int | None = MISSING
+    split: Split = MISSING
+    eval_fraction: float = MISSING
+    split_seed: int = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.limit is None or self.limit >= 1, "dataset.limit", f"must be >= 1 or null, got {self.limit}")
         _check(0.0 < self.eval_fraction < 1.0, "dataset.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
 
 
 @dataclass
-class ModelConfig:
-    name: str = "qwen2.5-coder-0.5b-instruct"
-    path: str = "embedded"
-    gguf_file: str | None = None
-    prompt_format: str = "chat"
-    dtype: str = "auto"
-    random_init: dict[str, Any] | None = None
+class ModelConfig(_Schema):
+    conf_key: ClassVar[str] = "model"
+
+    name: str = MISSING
+    path: str = MISSING
+    gguf_file: str | None = MISSING
+    prompt_format: str = MISSING
+    dtype: str = MISSING
+    random_init: dict[str, Any] | None = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.prompt_format in ("chat", "completion"), "model.prompt_format",
                f"must be one of chat, completion; got {self.prompt_format!r}")
         _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), "model.dtype",
@@ -75,27 +141,33 @@ class ModelConfig:
 
 
 @dataclass
-class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    top_layers: int | None = None
+class LoraConfig(_Schema):
+    conf_key: ClassVar[str] = "method.lora"
+
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: list[str] = MISSING
+    top_layers: int | None = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.top_layers is None or self.top_layers >= 1, "method.lora.top_layers",
                f"must be >= 1 or null; got {self.top_layers}")
 
 
 @dataclass
-class PairsConfig:
-    strategies: list[str] = field(default_factory=lambda: ["pass_fail"])
-    max_per_problem: int = 4
-    reject_preference: list[str] = field(default_factory=lambda: list(OUTCOMES))
-    reference_fallback: bool = True
-    graded_min_margin: float = 0.25
+class PairsConfig(_Schema):
+    conf_key: ClassVar[str] = "method.pairs"
+
+    strategies: list[str] = MISSING
+    max_per_problem: int = MISSING
+    reject_preference: list[str] = MISSING
+    reference_fallback: bool = MISSING
+    graded_min_margin: float = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         bad = [s for s in self.strategies if s not in PAIR_STRATEGIES]
         _check(not bad, "method.pairs.strategies", f"has unknown {bad}; allowed: {list(PAIR_STRATEGIES)}")
         _check(self.max_per_problem >= 1, "method.pairs.max_per_problem", "must be >= 1")
@@ -105,31 +177,38 @@ class PairsConfig:
 
 
 @dataclass
-class MethodConfig:
-    name: str = "dpo"
-    train: bool = True
-    beta: float = 0.1
-    learning_rate: float = 5e-5
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024
-    trainer: dict[str, Any] = field(default_factory=dict)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    pairs: PairsConfig = field(default_factory=PairsConfig)
+class MethodConfig(_Schema):
+    conf_key: ClassVar[str] = "method"
+
+    name: str = MISSING
+    train: bool = MISSING
+    beta: float = MISSING
+    learning_rate: float = MISSING
+    per_device_train_batch_size: int = MISSING
+    gradient_accumulation_steps: int = MISSING
+    max_length: int = MISSING
+    trainer: dict[str, Any] = MISSING
+    lora: LoraConfig = MISSING
+    pairs: PairsConfig = MISSING
+    #: method-specific blocks (``method.<name>``): absent for the methods that have none
     rlaif: dict[str, Any] = field(default_factory=dict)
     interactive: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.beta > 0, "method.beta", "must be > 0")
         _check(self.per_device_train_batch_size >= 1, "method.per_device_train_batch_size", "must be >= 1")
 
 
 @dataclass
-class IterationConfig:
-    num_iterations: int = 5
-    steps_per_iteration: int = 500
+class IterationConfig(_Schema):
+    conf_key: ClassVar[str] = "iteration"
+
+    num_iterations: int = MISSING
+    steps_per_iteration: int = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.num_iterations >= 0, "iteration.num_iterations",
                f"must be an integer >= 0 (0 evaluates the initial model only); got {self.num_iterations}")
         _check(self.steps_per_iteration >= 1, "iteration.steps_per_iteration",
@@ -137,22 +216,25 @@ class IterationConfig:
 
 
 @dataclass
-class SamplerConfig:
-    backend: str = "hf"
-    n: int = 1
-    train_n: int | None = None
-    temperature: float = 0.8
-    train_temperature: float | None = None
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    batch_size: int = 64
-    quantize: str = "auto"
-    turns: int = 2
-    feedback: str = "trace"
-    greedy_eval: bool = False
-    gpu_memory_utilization: float = 0.3
+class SamplerConfig(_Schema):
+    conf_key: ClassVar[str] = "sampler"
+
+    backend: str = MISSING
+    n: int = MISSING
+    train_n: int | None = MISSING
+    temperature: float = MISSING
+    train_temperature: float | None = MISSING
+    top_p: float = MISSING
+    max_new_tokens: int = MISSING
+    batch_size: int = MISSING
+    quantize: str = MISSING
+    turns: int = MISSING
+    feedback: str = MISSING
+    greedy_eval: bool = MISSING
+    gpu_memory_utilization: float = MISSING
 
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(self.quantize in ("auto", "int8", "none"), "sampler.quantize",
                f"must be one of ['auto', 'int8', 'none']; got {self.quantize!r}")
         _check(self.backend in ("hf", "vllm"), "sampler.backend", f"must be one of ['hf', 'vllm']; got {self.backend!r}")
@@ -171,21 +253,24 @@ class SamplerConfig:
 
 
 @dataclass
-class RunConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    iteration: IterationConfig = field(default_factory=IterationConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    sandbox: dict[str, Any] = field(default_factory=dict)
-    logger: dict[str, Any] = field(default_factory=dict)
-    accelerate: dict[str, Any] | None = None
-    seed: int = 0
-    ks: list[int] = field(default_factory=lambda: [1, 10, 100])
-    progress: bool = True
-    resume: str | None = None
+class RunConfig(_Schema):
+    conf_key: ClassVar[str] = ""
 
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    iteration: IterationConfig = MISSING
+    sampler: SamplerConfig = MISSING
+    sandbox: dict[str, Any] = MISSING
+    logger: dict[str, Any] = MISSING
+    #: absent (null) unless a config of the ``accelerate`` group is chosen
+    accelerate: dict[str, Any] | None = None
+    seed: int = MISSING
+    ks: list[int] = MISSING
+    progress: bool = MISSING
+    resume: str | None = MISSING
     def __post_init__(self) -> None:
+        self._fill_from_yaml()
         _check(all(k >= 1 for k in self.ks) and bool(self.ks), "ks", f"must be a non-empty list of integers >= 1; got {self.ks}")
         if self.accelerate is not None:
             _check_accelerate(self.accelerate)
@@ -208,11 +293,44 @@ def _check_accelerate(launch: dict[str, Any]) -> None:
 
 
 def _check_method(run: RunConfig) -> None:
-    """``method.name`` names a registered method (``ieta/methods/``), whose own checks then run."""
+    """``method.name`` names a registered method (``ieta/methods/``); ``method.trainer`` holds only arguments of the
+    TRL config class it trains with; then the method's own checks run."""
     from ieta.methods import available, get_method
 
     _check(run.method.name in available(), "method", f"must be one of {available()}; got {run.method.name!r}")
-    get_method(run.method.name).check_config(run)
+    method = get_method(run.method.name)
+    if method.trainer_config is not None and run.method.trainer:
+        _check_trainer_keys(dict(run.method.trainer), method.trainer_config)
+    split = run.dataset.split.value
+    _check(not (method.trains and method.data_file is not None and run.method.pairs.reference_fallback
+                and split != "eval"), "method.pairs.reference_fallback",
+           f"is true with dataset.split={split}: {run.method.name} would train on the canonical solutions of the "
+           "problems it is evaluated on. Use dataset.split=eval (held-out evaluation) or "
+           "method.pairs.reference_fallback=false")
+    method.check_config(run)
+
+
+def _check_trainer_keys(trainer: dict[str, Any], config_class: str) -> None:
+    """Every key of ``method.trainer`` is a field of ``config_class`` (``trl.DPOConfig``, ...), so a typo fails here
+    and not after the model has loaded."""
+    module, _, name = config_class.rpartition(".")
+    known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    for key in sorted(set(trainer) - known):
+        close = difflib.get_close_matches(key, known, n=1)
+        _check(False, f"method.trainer.{key}", f"is not an argument of {config_class}"
+               + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def _check_logger(logger: dict[str, Any]) -> None:
+    name = logger.get("name")
+    _check(name in ("none", "wandb"), "logger", f"must be one of ['none', 'wandb']; got {name!r}")
+    if name == "wandb":
+        mode = logger.get("mode")
+        _check(mode in WANDB_MODES, "logger.mode", f"must be one of {list(WANDB_MODES)}; got {mode!r}")
+
+
+#: ``logger.mode`` of the wandb logger (auto: online with W&B credentials, else offline)
+WANDB_MODES = ("auto", "offline", "online")
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -224,6 +342,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     try:
         run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
         SandboxConfig(**run.sandbox)
+        _check_logger(run.logger)
         _check_method(run)
     except ConfigError:
         raise

@@ -1,4 +1,4 @@
-"""Experiment trackers behind one small interface: a no-op one, and W&B (offline when no API key is set).
+"""Experiment trackers behind one small interface: a no-op one, and W&B (offline when no W&B login is found).
 
 The pipeline writes every artefact to the run dir first and then hands it to the tracker, so a run is
 complete without a tracker. Callers close the tracker in a ``finally``::
@@ -10,20 +10,32 @@ complete without a tracker. Callers close the tracker in a ``finally``::
         tracker.log_report(run_dir)
     finally:
         tracker.finish()
+
+A resumed run hands the tracker every finished iteration again; the W&B tracker continues the run's own W&B run
+(its id is kept in ``<run_dir>/wandb_run.json`` and mirrored into ``run_info.json``) and skips what it logged before.
 """
 
 from __future__ import annotations
 
+import configparser
 import html
 import json
+import netrc
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from ieta.config import WANDB_MODES
+from ieta.io import read_json, write_json
+
 #: Execution-record fields shown in the W&B samples table (``trace`` is added when records carry one).
 SAMPLE_COLUMNS = ("task_id", "completion_id", "outcome", "passed", "error_type", "message", "line", "completion")
+#: The tracker's own file in a run (or sweep) dir: the W&B run id, so that a resumed run continues its W&B run, and
+#: what was logged already, so that it is not logged twice.
+STATE_FILE = "wandb_run.json"
 
 
 class Tracker:
@@ -33,7 +45,7 @@ class Tracker:
         """Log one ``metrics.json`` record (its iteration is the step) and its execution records."""
 
     def log_training(self, iteration: int, log_history: list[dict]) -> None:
-        """Log TRL's ``log_history`` of one training iteration."""
+        """Log TRL's ``log_history`` of one training iteration (and its adapter, ``iter_<k>/adapter``)."""
 
     def log_report(self, report_dir: Path) -> None:
         """Log ``summary.md``, ``figures/*.png`` (and ``comparison.csv``) of a run or sweep dir."""
@@ -47,21 +59,44 @@ def _numeric(value: Any) -> bool:
 
 
 class WandbTracker(Tracker):
-    """One W&B run; eval metrics are plotted against ``iteration``, training against a global step."""
+    """One W&B run; eval metrics are plotted against ``iteration``, training against a global step. Its state
+    (run id, iterations logged, global-step offset) lives in ``<state_dir>/wandb_run.json``, and each iteration's
+    adapter ``<state_dir>/iter_<k>/adapter`` is logged as a version of the run's model artifact."""
 
-    def __init__(self, run: Any, log_samples_table: bool = True, max_table_rows: int | None = None) -> None:
+    def __init__(self, run: Any, log_samples_table: bool = True, max_table_rows: int | None = None,
+                 state_dir: Path | None = None) -> None:
         self.run = run
         self.log_samples_table = log_samples_table
         self.max_table_rows = max_table_rows
-        self._train_offset = 0
-        self._error_types: set[str] = set()
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self._state = _read_state(self.state_dir) if self.state_dir is not None else {}
+        self._train_offset = int(self._state.get("train_offset", 0))
+        self._error_types: set[str] = set(self._state.get("error_types", []))
         run.define_metric("iteration")
         for prefix in ("eval/*", "errors/*", "outcomes/*"):
             run.define_metric(prefix, step_metric="iteration")
         run.define_metric("train/global_step")
         run.define_metric("train/*", step_metric="train/global_step")
+        self._save_state()
+
+    def _logged(self, kind: str, iteration: int) -> bool:
+        return iteration in self._state.get(kind, [])
+
+    def _mark(self, kind: str, iteration: int) -> None:
+        self._state[kind] = sorted({*self._state.get(kind, []), iteration})
+        self._save_state()
+
+    def _save_state(self) -> None:
+        if self.state_dir is None:
+            return
+        self._state |= {"id": self.run.id, "train_offset": self._train_offset,
+                        "error_types": sorted(self._error_types)}
+        write_json(self.state_dir / STATE_FILE, self._state)
+        _note_run_id(self.state_dir, self.run.id)
 
     def log_evaluation(self, record: dict, executions: list[dict]) -> None:
+        if self._logged("evaluation", record["iteration"]):
+            return
         data: dict[str, Any] = {"iteration": record["iteration"]}
         data |= {f"eval/{k}": v for k, v in record.items() if _numeric(v) and k != "iteration"}
         for name, (lo, hi) in record.get("ci", {}).items():
@@ -73,6 +108,7 @@ class WandbTracker(Tracker):
         if self.log_samples_table and executions:
             data["eval/samples"] = self._samples_table(record["iteration"], executions)
         self.run.log(data)
+        self._mark("evaluation", record["iteration"])
 
     def _samples_table(self, iteration: int, executions: list[dict]) -> Any:
         import wandb
@@ -84,11 +120,29 @@ class WandbTracker(Tracker):
         return wandb.Table(columns=["iteration", *columns], data=data)
 
     def log_training(self, iteration: int, log_history: list[dict]) -> None:
+        if self._logged("training", iteration):
+            return
         steps = [int(e.get("step", i + 1)) for i, e in enumerate(log_history)]
         for entry, step in zip(log_history, steps):
             data = {f"train/{k}": v for k, v in entry.items() if _numeric(v) and k != "step"}
             self.run.log(data | {"train/global_step": self._train_offset + step, "train/iteration": iteration})
         self._train_offset += max(steps, default=0)
+        self._log_adapter(iteration)
+        self._mark("training", iteration)
+
+    def _log_adapter(self, iteration: int) -> None:
+        """``iter_<k>/adapter`` as version ``iter_<k>`` of the run's model artifact ``adapter-<run id>``."""
+        import wandb
+
+        adapter = None if self.state_dir is None else self.state_dir / f"iter_{iteration}" / "adapter"
+        if adapter is None or not adapter.is_dir():
+            return
+        artifact = wandb.Artifact(
+            f"adapter-{self.run.id}", type="model", metadata={"iteration": iteration, "format": "peft-lora"},
+            description=f"LoRA adapter of iteration {iteration}: a delta on the base model with the adapters of "
+                        f"the earlier iterations merged in order")
+        artifact.add_dir(str(adapter))
+        self.run.log_artifact(artifact, aliases=[f"iter_{iteration}"])
 
     def log_report(self, report_dir: Path) -> None:
         import pandas as pd
@@ -117,13 +171,62 @@ class WandbTracker(Tracker):
             self.run = None
 
 
-def wandb_mode(mode: str) -> str:
-    """``auto`` is online when ``WANDB_API_KEY`` is set, else offline (no network needed)."""
-    if mode not in ("auto", "offline", "online"):
-        raise ValueError(f"logger.mode must be auto, offline or online, got {mode!r}")
+def wandb_mode(mode: str) -> str | None:
+    """The ``mode`` for ``wandb.init``; None leaves it to W&B. ``WANDB_MODE``, when set, always decides (W&B reads
+    it itself). Otherwise ``auto`` is W&B's default (online) when a W&B login is found (:func:`wandb_logged_in`),
+    and offline (no network needed) when none is; ``offline`` and ``online`` are passed on."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"logger.mode must be one of {list(WANDB_MODES)}, got {mode!r}")
+    if os.environ.get("WANDB_MODE"):
+        return None
     if mode == "auto":
-        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return None if wandb_logged_in() else "offline"
     return mode
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B will find credentials: ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``, or the API key that
+    ``wandb login`` stores in the netrc file (``$NETRC``, else ``~/.netrc``) for the W&B host (``WANDB_BASE_URL``,
+    else the ``base_url`` ``wandb login --host`` saved, else api.wandb.ai). No import of wandb, no network."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or _settings_base_url() or "https://api.wandb.ai").netloc
+    path = os.environ.get("NETRC") or next(
+        (p for p in (Path("~/.netrc").expanduser(), Path("~/_netrc").expanduser()) if p.exists()), None)
+    if not host or path is None:
+        return False
+    try:
+        creds = netrc.netrc(Path(path).expanduser()).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(creds and creds[2])
+
+
+def _settings_base_url() -> str | None:
+    """The ``base_url`` in W&B's global settings file (``$WANDB_CONFIG_DIR/settings``, written by ``wandb login
+    --host``)."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser() / "settings")
+    except configparser.Error:
+        return None
+    return parser.get("default", "base_url", fallback=None)
+
+
+def _read_state(directory: Path) -> dict:
+    path = directory / STATE_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def _note_run_id(run_dir: Path, run_id: str) -> None:
+    """Mirror the W&B run id into ``run_info.json`` (``wandb_run_id``) where the pipeline wrote one; the pipeline
+    rewrites that file when a run resumes, and ``wandb_run.json`` keeps the id for the next start."""
+    info = run_dir / "run_info.json"
+    if not info.is_file():
+        return
+    data = read_json(info)
+    if data.get("wandb_run_id") != run_id:
+        write_json(info, data | {"wandb_run_id": run_id})
 
 
 def sweep_group(sweep_dir: str | Path) -> str:
@@ -148,12 +251,14 @@ def _start_wandb(
     import wandb
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_state(run_dir).get("id")  # a resumed run (or sweep) continues its own W&B run
     run = wandb.init(
         project=logger.get("project", "ieta"), entity=logger.get("entity"), dir=str(run_dir), name=name, group=group,
-        job_type=job_type, tags=list(logger.get("tags") or []), config=config,
-        mode=wandb_mode(logger.get("mode", "auto")), reinit="create_new", settings=wandb.Settings(console="off"),
+        job_type=job_type, tags=list(logger.get("tags") or []), config=config, id=previous,
+        resume="allow" if previous else None, mode=wandb_mode(logger.get("mode", "auto")), reinit="create_new",
+        settings=wandb.Settings(console="off"),
     )
-    return WandbTracker(run, bool(logger.get("log_samples_table", True)), logger.get("max_table_rows"))
+    return WandbTracker(run, bool(logger.get("log_samples_table", True)), logger.get("max_table_rows"), run_dir)
 
 
 def start_tracker(cfg: DictConfig, run_dir: Path) -> Tracker:

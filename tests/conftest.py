@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 TINY = ["model=tiny", "dataset.limit=2", "iteration.num_iterations=1", "iteration.steps_per_iteration=2",
-        "sampler.n=2", "sampler.max_new_tokens=16", "sampler.batch_size=4", "ks=[1,2]", "progress=false",
-        "sandbox.timeout=5"]
+        "sampler.n=2", "sampler.train_n=2", "sampler.max_new_tokens=16", "sampler.batch_size=4", "ks=[1,2]",
+        "progress=false", "sandbox.timeout=5"]
 
 
 @pytest.fixture

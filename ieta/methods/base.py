@@ -40,6 +40,8 @@ class Method:
     trains: ClassVar[bool] = True
     #: the file under ``iter_<k>/`` that holds the rows it trains on; None: it trains online on the problems
     data_file: ClassVar[str | None] = None
+    #: the TRL config class (``module.Class``) whose fields ``method.trainer`` may set; None: it has no trainer
+    trainer_config: ClassVar[str | None] = None
 
     def check_config(self, cfg) -> None:
         """Method-specific checks, run before any model loads; raise ``ConfigError`` naming the key."""

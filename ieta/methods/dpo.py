@@ -8,6 +8,7 @@ from ieta.methods.base import IterationData, Method
 class Dpo(Method):
     name = "dpo"
     data_file = "pairs.jsonl"
+    trainer_config = "trl.DPOConfig"
 
     def training_rows(self, it: IterationData) -> list[dict]:
         return it.pairs

@@ -8,6 +8,7 @@ from ieta.methods.base import IterationData, Method
 class Sft(Method):
     name = "sft"
     data_file = "sft.jsonl"
+    trainer_config = "trl.SFTConfig"
 
     def training_rows(self, it: IterationData) -> list[dict]:
         from ieta.pairs import sft_examples
