@@ -98,8 +98,9 @@ def sign_flip_p(d: np.ndarray, permutations: int = PERMUTATIONS, seed: int = RNG
     return (1 + hits) / (1 + permutations)
 
 
-def bootstrap_diff_ci(diffs: np.ndarray, resamples: int = RESAMPLES, seed: int = RNG_SEED) -> tuple[float, float]:
-    """Percentile CI of the mean of ``diffs`` (seeds x problems), resampling problems with all their seeds."""
+def problem_bootstrap_ci(diffs: np.ndarray, resamples: int = RESAMPLES, seed: int = RNG_SEED) -> tuple[float, float]:
+    """Percentile CI of the mean of ``diffs`` (seeds x problems; differences or rates), resampling problems with
+    all their seeds."""
     diffs = np.atleast_2d(np.asarray(diffs, dtype=float))
     idx = np.random.default_rng(seed).integers(0, diffs.shape[1], size=(resamples, diffs.shape[1]))
     means = diffs[:, idx].mean(axis=(0, 2))
@@ -147,7 +148,7 @@ def paired_difference(metric: str, a: Mapping[object, Values], b: Mapping[object
     vb = np.array([[b[s][t] for t in tasks] for s in seeds], dtype=float)
     diffs = vb - va
     per_problem = diffs.mean(axis=0)
-    lo, hi = bootstrap_diff_ci(diffs)
+    lo, hi = problem_bootstrap_ci(diffs)
     binary = bool(np.isin(va, (0.0, 1.0)).all() and np.isin(vb, (0.0, 1.0)).all())
     discordant = None
     if binary and len(seeds) == 1:

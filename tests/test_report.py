@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
+from ieta.canaries import CanaryMonitor
 from ieta.metrics import compute_metrics
 from ieta.report import write_run_report, write_sweep_report
 from ieta.report.__main__ import main as report_main
+from ieta.report.inputs import INPUTS_FILE
+from ieta.rewards import JudgeStats
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report_sweep"
 
 #: Error types an outcome may carry (execution records have error_type null when passed).
 ERRORS = {"passed": [None], "failed": ["AssertionError"], "syntax_error": ["SyntaxError"],
@@ -96,13 +102,15 @@ def test_sweep_report_over_methods(tmp_path: Path) -> None:
     assert "dpo vs baseline" in summary and (sweep / "comparison.csv").is_file()
 
 
-def test_seed_sweep_gives_mean_and_std(tmp_path: Path) -> None:
+def test_seed_sweep_gives_the_mean_with_a_ci_pooled_over_seeds(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for job, seed in enumerate([0, 1, 2]):
         make_run(sweep / str(job), "dpo", seed=seed, iterations=1, overrides=["method=dpo", f"seed={seed}"])
     summary = write_sweep_report(sweep).read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| **dpo** | 3 |"))
-    assert "±" in row and "std" in summary
+    finals = [json.loads((sweep / str(j) / "metrics.json").read_text())[-1]["pass@1"] for j in range(3)]
+    assert f"{sum(finals) / 3:.3f} [" in row and "pooled over seeds" in summary
+    assert "std" not in summary and "±" not in summary
 
 
 def test_cli_rebuilds_run_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -112,3 +120,73 @@ def test_cli_rebuilds_run_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert report_main([str(sweep)]) == 0
     assert capsys.readouterr().out.strip().endswith("summary.md")
     assert report_main([str(tmp_path / "sweep" / "0" / "figures")]) == 1
+
+
+def test_report_rebuilds_the_committed_summaries_byte_for_byte(tmp_path: Path) -> None:
+    """The committed fixture holds no samples (tests/fixtures/make_report_sweep.py built it from real executions)."""
+    committed = sorted(p.relative_to(FIXTURE) for p in FIXTURE.rglob("*") if p.is_file())
+    assert not [p for p in committed if p.suffix in (".jsonl", ".png")]
+    sweep = shutil.copytree(FIXTURE, tmp_path / FIXTURE.name)
+    assert report_main([str(sweep)]) == 0
+    for rel in committed:
+        assert (sweep / rel).read_bytes() == (FIXTURE / rel).read_bytes(), rel
+    summary = (sweep / "summary.md").read_text()
+    for text in ("## Paired Comparison against baseline", "**Power.**", "Canonical share", "Greedy Pass@1",
+                 "### Per seed", "Pass@100", "Sandbox errors"):
+        assert text in summary, text
+
+
+def test_against_compares_every_method_with_the_one_named(tmp_path: Path, capsys) -> None:
+    sweep = shutil.copytree(FIXTURE, tmp_path / FIXTURE.name)
+    assert report_main([str(sweep), "--against", "dpo"]) == 0
+    summary = (sweep / "summary.md").read_text()
+    assert "## Paired Comparison against dpo" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| **baseline** | Pass@1 |"))
+    assert row.endswith("| lower |")  # dpo's rise seen from the other side
+    assert "baseline vs dpo" in summary
+    assert report_main([str(sweep), "--against", "ppo"]) == 1
+    assert "no such method" in capsys.readouterr().err
+
+
+def test_unpaired_seeds_are_refused_and_flagged(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "0", "baseline", seed=0, overrides=["method=baseline", "seed=0"])
+    make_run(sweep / "1", "dpo", seed=1, overrides=["method=dpo", "seed=1"])
+    summary = write_sweep_report(sweep).read_text()
+    assert "No paired comparison was possible" in summary and "no seed in common" in summary
+    assert "real rise" not in summary.split("## Conclusions")[1].split("dpo: Pass@1")[0]
+
+
+def test_run_report_is_paired_and_rebuilds_without_the_executions(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "dpo", gain=0.0)
+    first = write_run_report(run).read_text()
+    assert "## Paired Change from the Initial Evaluation" in first and "**Power.**" in first
+    assert "no difference" in first  # gain 0: the paired CI contains 0
+    for path in run.glob("iter_*/*.jsonl"):
+        if path.name != "train_log.jsonl":
+            path.unlink()
+    assert write_run_report(run).read_text() == first
+    stored = json.loads((run / INPUTS_FILE).read_text())
+    n, c, executed = stored["iterations"]["2"]["per_problem"]["eval"]["HumanEval/0"]
+    assert n == 5 and 0 <= c <= executed <= n
+
+
+def test_judge_canaries_turns_and_sandbox_errors_are_reported(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "rlaif", iterations=1)
+    judge = JudgeStats(answers=40, unparsable=10, agreeing=24)
+    (run / "iter_1" / "judge_stats.json").write_text(json.dumps({"enabled": True, **judge.to_dict()}))
+    monitor = CanaryMonitor([], run / "iter_1")
+    monitor.ids, monitor.completions, monitor.passes = {"IETA-canary/0", "IETA-canary/1"}, 8, 1
+    monitor.write_stats()
+    records = json.loads((run / "metrics.json").read_text())
+    records[-1] |= {"pass@1_turn1": records[-1]["pass@1"], "pass@1_turn2": records[-1]["pass@1"] + 0.1,
+                    "multi_turn": {"max_turns": 2, "feedback": "trace",
+                                   "protocol": "public-test feedback, hidden-test verdict"},
+                    "sandbox_errors": 3}
+    (run / "metrics.json").write_text(json.dumps(records))
+    summary = write_run_report(run).read_text()
+    assert "| **rlaif** | 40 | 10 (25.0%) | 80.0% |" in summary  # 24 of 30 parsable agree
+    assert "Warning: sandbox escape" in summary and "| 2 | 8 | 1 | 0.125 | **SANDBOX ESCAPE** |" in summary
+    assert "## Turn-by-Turn Pass@1" in summary and "Pass@1 turn 2" in summary
+    assert "public-test feedback, hidden-test verdict" in summary
+    assert "Sandbox errors (infrastructure failures, excluded from every rate and reward): 3 in 2" in summary

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ieta.stats import (UnpairedError, binomial_noise, bootstrap_diff_ci, mcnemar_exact, min_detectable_difference,
+from ieta.stats import (UnpairedError, binomial_noise, problem_bootstrap_ci, mcnemar_exact, min_detectable_difference,
                         pair, paired_difference, sign_flip_p)
 
 
@@ -27,9 +27,9 @@ def test_sign_flip_enumerates_small_samples_exactly():
 
 def test_bootstrap_resamples_problems_jointly_over_seeds():
     diffs = np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]])
-    lo, hi = bootstrap_diff_ci(diffs)
-    assert lo <= 0.5 <= hi and (lo, hi) == bootstrap_diff_ci(diffs)
-    assert bootstrap_diff_ci(np.full((3, 5), 0.2)) == pytest.approx((0.2, 0.2))
+    lo, hi = problem_bootstrap_ci(diffs)
+    assert lo <= 0.5 <= hi and (lo, hi) == problem_bootstrap_ci(diffs)
+    assert problem_bootstrap_ci(np.full((3, 5), 0.2)) == pytest.approx((0.2, 0.2))
 
 
 def test_paired_difference_on_greedy_verdicts_uses_mcnemar():
@@ -71,6 +71,6 @@ def test_mde_has_the_power_it_claims():
     target = 2.8016 * sd / math.sqrt(n)
     found = 0
     for _ in range(200):
-        lo, hi = bootstrap_diff_ci(rng.normal(target, sd, n)[None, :], resamples=500)
+        lo, hi = problem_bootstrap_ci(rng.normal(target, sd, n)[None, :], resamples=500)
         found += lo > 0
     assert 0.68 <= found / 200 <= 0.92

@@ -1,26 +1,29 @@
-"""Conclusions written from the numbers: each sentence states a measured value and its uncertainty."""
+"""Conclusions written from the paired statistics: a difference whose paired CI contains 0 is no difference."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from ieta.report.loading import RunData, display_name
-from ieta.report.tables import Estimate, error_reduction_rows, estimate, estimates_at
+from ieta.report.paired import Comparison, change
+from ieta.report.sections import fmt_mde, fmt_p
+from ieta.report.tables import Estimate, error_reduction_rows, estimates_at
+from ieta.stats import ALPHA, PairedDifference
+
+#: the metrics conclusions speak about, in this order, when measured
+HEADLINE = ("pass@1", "greedy_pass@1", "pass@10", "execution_rate")
 
 
-def _verdict(a: Estimate, b: Estimate) -> str:
-    """Whether the difference between two estimates lies within their intervals."""
-    overlap = a.overlaps(b)
-    if overlap is None:
-        return "no interval was recorded, so its significance is unknown"
-    if overlap:
-        return f"the {a.kind} overlap, so the difference lies within the uncertainty"
-    return f"the {a.kind} do not overlap, so the difference lies outside the uncertainty"
-
-
-def _change(metric: str, a: Estimate, b: Estimate, final_it: int) -> str:
-    return (f"{display_name(metric)} went from {a} before training to {b} after iteration {final_it} "
-            f"({b.mean - a.mean:+.3f}); {_verdict(a, b)}.")
+def verdict(d: PairedDifference) -> str:
+    """The paired reading of one difference, with its numbers."""
+    p = fmt_p(d.p_value)
+    stats = f"{d.interval()}, p {p if p.startswith('<') else '= ' + p} ({d.test})"
+    if d.differs:
+        caveat = (f" (borderline: the test's p is above {ALPHA}, so treat it with care)" if d.p_value >= ALPHA
+                  else "")
+        return f"{stats}: the paired CI excludes 0, so this is a real {'rise' if d.diff > 0 else 'fall'}{caveat}"
+    return (f"{stats}: the paired CI contains 0, so this is no difference at this scale (smallest detectable: "
+            f"{fmt_mde(d.mde)})")
 
 
 def _errors_sentence(errors: pd.DataFrame) -> str | None:
@@ -36,7 +39,7 @@ def _errors_sentence(errors: pd.DataFrame) -> str | None:
     grown = [t for t, a, b in types if b > a]
     if grown:
         parts.append(f"{', '.join(grown)} became more frequent")
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + " (descriptive: not tested)."
 
 
 def _notes(runs: list[RunData], omitted: bool = True) -> list[str]:
@@ -49,21 +52,33 @@ def _notes(runs: list[RunData], omitted: bool = True) -> list[str]:
     return out
 
 
-def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame) -> list[str]:
-    """Initial vs final per rate, the best iteration if not the last, errors, and caveats."""
+def _headline(diffs: dict[str, PairedDifference]) -> list[str]:
+    return [m for m in HEADLINE if m in diffs]
+
+
+def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame,
+                    paired: dict[str, PairedDifference]) -> list[str]:
+    """Initial vs final (paired) per headline rate, the best iteration if not the last, errors, and caveats."""
     first, last = estimates_at(metrics, "initial"), estimates_at(metrics, "final")
     final_it = run.final["iteration"]
     out = []
     if len(run.records) == 1:
         out.append(f"Only the initial evaluation exists: Pass@1 is {first.get('pass@1', 'unknown')}.")
     else:
-        out += [_change(m, first[m], last[m], final_it) for m in ("pass@1", "execution_rate") if m in first]
+        for m in _headline(paired):
+            d = paired[m]
+            out.append(f"{display_name(m)} went from {d.mean_a:.3f} before training to {d.mean_b:.3f} after "
+                       f"iteration {final_it}: {verdict(d)}.")
+        if not paired:
+            out += [f"{display_name(m)} went from {first[m].mean:.3f} to {last[m].mean:.3f}; no per-problem results "
+                    "were recorded, so the change was not tested." for m in ("pass@1", "execution_rate") if m in first]
         p1 = metrics[metrics.metric == "pass@1"]
         best = int(p1.loc[p1.value.idxmax(), "iteration"]) if not p1.empty else final_it
         if best != final_it:
-            best_est = estimate(p1[p1.iteration == best])
-            out.append(f"Pass@1 peaked at iteration {best} ({best_est}), above the final {last['pass@1']}; "
-                       f"{_verdict(best_est, last['pass@1'])}.")
+            d = change([run], before=best, after=final_it).get("pass@1")
+            tested = f"the final against it: {verdict(d)}" if d else "not tested (no per-problem results)"
+            out.append(f"Pass@1 peaked at iteration {best} ({p1[p1.iteration == best].value.iloc[0]:.3f}), above the "
+                       f"final {last['pass@1'].mean:.3f}; {tested}.")
     if not run.trains and len(run.records) > 1:
         out.append("This run logged no training loss, so differences between iterations reflect sampling "
                    "variation, not learning.")
@@ -72,34 +87,34 @@ def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame) -
 
 
 def sweep_conclusions(groups: dict[str, list[RunData]], finals: dict[str, dict[str, Estimate]],
-                      initials: dict[str, dict[str, Estimate]], errors: pd.DataFrame) -> list[str]:
-    """Best method per rate against the runner-up and the baseline, and per-method error reductions."""
+                      comparisons: list[Comparison], changes: dict[str, dict[str, PairedDifference]],
+                      errors: pd.DataFrame, against: str | None) -> list[str]:
+    """Each method against the reference (paired), the overall reading, and each method's change from its initial
+    evaluation."""
     out = []
-    for metric in ("pass@1", "execution_rate"):
-        ranked = sorted((lbl for lbl in finals if metric in finals[lbl]), key=lambda lbl: -finals[lbl][metric].mean)
-        if not ranked:
-            continue
-        best = ranked[0]
-        tied = [lbl for lbl in ranked if finals[lbl][metric].mean == finals[best][metric].mean]
-        if len(tied) > 1:
-            out.append(f"{', '.join(tied)} tie on final {display_name(metric)} ({finals[best][metric].mean:.3f}).")
-            continue
-        sentence = f"**{best}** has the highest final {display_name(metric)}: {finals[best][metric]}"
-        if len(ranked) > 1:
-            runner = ranked[1]
-            sentence += (f", ahead of {runner} ({finals[runner][metric]}); "
-                         f"{_verdict(finals[best][metric], finals[runner][metric])}")
-        out.append(sentence + ".")
-    baselines = [lbl for lbl in finals if lbl.split(",")[0] == "baseline"]
-    for lbl in (lbl for lbl in finals if baselines and lbl not in baselines and "pass@1" in finals[lbl]):
-        base = finals[baselines[0]]["pass@1"]
-        own = finals[lbl]["pass@1"]
-        out.append(f"{lbl} vs {baselines[0]}: Pass@1 {own.mean - base.mean:+.3f} at the final iteration; "
-                   f"{_verdict(own, base)}.")
+    for c in comparisons:
+        for m in _headline(c.pooled):
+            out.append(f"{c.label} vs {c.reference}: {display_name(m)} {c.pooled[m].mean_b:.3f} against "
+                       f"{c.pooled[m].mean_a:.3f}, {verdict(c.pooled[m])}.")
+    if comparisons:
+        primary = [(c.label, c.pooled["pass@1"]) for c in comparisons if "pass@1" in c.pooled]
+        better = [lbl for lbl, d in primary if d.differs and d.diff > 0]
+        worse = [lbl for lbl, d in primary if d.differs and d.diff < 0]
+        if primary and not better and not worse:
+            out.append(f"No method differs from {against} on Pass@1 at this scale.")
+        if better:
+            out.append(f"Higher Pass@1 than {against}, beyond the paired uncertainty: {', '.join(better)}.")
+        if worse:
+            out.append(f"Lower Pass@1 than {against}, beyond the paired uncertainty: {', '.join(worse)}.")
+    elif against is None and len(groups) > 1:
+        out.append("No baseline job in this sweep, so no method was compared (name one with "
+                   "`python -m ieta.report <dir> --against <method>`).")
     for lbl in finals:
-        a, b = initials[lbl].get("pass@1"), finals[lbl].get("pass@1")
         sentence = _errors_sentence(errors[errors.label == lbl])
-        if a and b:
-            out.append(f"{lbl}: Pass@1 {a.mean:.3f} → {b.mean:.3f} ({b.mean - a.mean:+.3f}) from the initial to the "
-                       f"final evaluation." + (f" {sentence}" if sentence else ""))
+        d = changes.get(lbl, {}).get("pass@1")
+        if d is not None:
+            out.append(f"{lbl}: Pass@1 from the initial to the final evaluation {verdict(d)}."
+                       + (f" {sentence}" if sentence else ""))
+        elif sentence:
+            out.append(f"{lbl}: {sentence}")
     return out + _notes([r for runs in groups.values() for r in runs], omitted=False)

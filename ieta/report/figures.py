@@ -50,8 +50,8 @@ def _lines(ax: Axes, df: pd.DataFrame, hue: str, colors: dict[str, tuple]) -> st
         if g.job.nunique() == 1:
             agg = by_it.agg(y=("value", "first"), lo=("lo", "first"), hi=("hi", "first"))
         else:
-            agg = by_it.value.agg(y="mean", sd="std").assign(lo=lambda a: a.y - a.sd, hi=lambda a: a.y + a.sd)
-            band = f"± 1 std over {g.job.nunique()} seeds"
+            agg = by_it.value.agg(y="mean", lo="min", hi="max")
+            band = f"min-max over {g.job.nunique()} seeds"
         name = display_name(level) if hue == "metric" else level
         ax.plot(agg.index, agg.y, marker="o", color=colors[level], label=name)
         ax.fill_between(agg.index, agg.lo, agg.hi, color=colors[level], alpha=0.18, linewidth=0)

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from ieta.io import read_json, read_jsonl
+from ieta.report.inputs import collect_inputs
 
 #: Overrides that never distinguish methods: jobs differing only in these are replicates.
 REPLICATE_KEYS = ("seed",)
@@ -25,6 +26,8 @@ class RunData:
     records: list[dict]
     train_logs: dict[int, list[dict]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+    #: ``report_inputs.json`` content (``ieta.report.inputs``): per-problem results, pairs, judge, canaries
+    inputs: dict = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -46,6 +49,13 @@ class RunData:
     def trains(self) -> bool:
         return any("loss" in e for log in self.train_logs.values() for e in log)
 
+    def iteration_inputs(self, iteration: int) -> dict:
+        return self.inputs.get("iterations", {}).get(str(iteration), {})
+
+    def per_problem(self, iteration: int, kind: str = "eval") -> dict[str, list[int]] | None:
+        """``{task_id: [samples, passing, executed]}`` of one evaluation (``eval`` or ``greedy``), if recorded."""
+        return self.iteration_inputs(iteration).get("per_problem", {}).get(kind)
+
 
 def load_run(run_dir: Path) -> RunData:
     """Load one run dir; ``metrics.json`` is required, the rest is optional."""
@@ -57,12 +67,14 @@ def load_run(run_dir: Path) -> RunData:
     if not isinstance(records, list) or not records:
         raise ValueError(f"{metrics_path}: expected a non-empty list of evaluation records")
     info = read_json(run_dir / "run_info.json") if (run_dir / "run_info.json").is_file() else {}
-    train_logs = {}
+    inputs = collect_inputs(run_dir, records, info)
+    train_logs = {int(k): [{"step": s, "loss": v} for s, v in it["loss"]]  # stored, for dirs without the logs
+                  for k, it in inputs["iterations"].items() if it.get("loss")}
     for log in run_dir.glob("iter_*/train_log.jsonl"):
         train_logs[int(log.parent.name.removeprefix("iter_"))] = read_jsonl(log)
     overrides_path = run_dir / ".hydra" / "overrides.yaml"
     overrides = (yaml.safe_load(overrides_path.read_text()) or []) if overrides_path.is_file() else []
-    return RunData(run_dir, info, records, dict(sorted(train_logs.items())), [str(o) for o in overrides])
+    return RunData(run_dir, info, records, dict(sorted(train_logs.items())), [str(o) for o in overrides], inputs)
 
 
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
@@ -89,19 +101,39 @@ def job_labels(runs: list[RunData]) -> list[str]:
     return [", ".join([r.method, *(f"{k}={p.get(k)}" for k in varying)]) for r, p in zip(runs, parsed)]
 
 
+_PASS_KEY = re.compile(r"^(?P<prefix>\w*?)_?pass@(?P<k>\d+)(?:_turn(?P<turn>\d+))?$")
+
+
+def _metric_order(key: str) -> tuple:
+    """pass@k by k first, then greedy and other prefixed rates, then turn-by-turn pass@1 by turn."""
+    m = _PASS_KEY.match(key)
+    if not m:
+        return (3, 0, 0, key)
+    group = 2 if m["turn"] else 1 if m["prefix"] else 0
+    return (group, int(m["turn"] or 0), int(m["k"]), key)
+
+
 def metric_names(record: dict) -> list[str]:
-    """The rate metrics of a record: every numeric ``pass@k``-like key by k, then the execution rate."""
-    passes = [k for k, v in record.items() if "pass@" in k and isinstance(v, (int, float))]
-    passes.sort(key=lambda k: (int(re.sub(r"\D", "", k.split("pass@")[1]) or 0), k))
+    """The rate metrics of a record: pass@k by k, greedy/other pass rates, pass@1 per turn, then execution rate."""
+    passes = sorted((k for k, v in record.items() if "pass@" in k and isinstance(v, (int, float))
+                     and not isinstance(v, bool)), key=_metric_order)
     return [*passes, "execution_rate"] if "execution_rate" in record else passes
 
 
 def display_name(metric: str) -> str:
     if metric == "execution_rate":
         return "Execution Rate"
-    if metric.startswith("repair_"):  # from the evaluation's repair turn (sampler.repair_turn)
-        return metric.removeprefix("repair_").replace("pass@", "Pass@") + " after repair"
-    return metric.replace("pass@", "Pass@")
+    m = _PASS_KEY.match(metric)
+    if not m:
+        return metric
+    name = f"Pass@{m['k']}"
+    if m["prefix"] == "greedy":
+        name = f"Greedy {name}"
+    elif m["prefix"] == "repair":  # older runs: one repair turn (sampler.repair_turn)
+        name += " after repair"
+    elif m["prefix"]:
+        name = f"{m['prefix']} {name}"
+    return f"{name} turn {m['turn']}" if m["turn"] else name
 
 
 def slug(label: str) -> str:

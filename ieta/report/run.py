@@ -7,7 +7,10 @@ from pathlib import Path
 from ieta.io import atomic_write_text
 from ieta.report import figures
 from ieta.report.conclusions import run_conclusions
+from ieta.report.inputs import write_inputs
 from ieta.report.loading import RunData, errors_frame, load_run, loss_frame, metrics_frame
+from ieta.report.paired import change
+from ieta.report.sections import PAIRED_NOTE, paired_rows, PAIRED_HEADERS, power_line, training_section, turn_table
 from ieta.report.tables import error_reduction_table, iteration_table, md_table
 
 CI_NOTE = "Intervals are 95% percentile-bootstrap CIs over problems (seed and resamples in `metrics.json`)."
@@ -46,6 +49,7 @@ def overview_rows(runs: list[RunData]) -> list[list[str]]:
 def write_run_report(run_dir: Path) -> Path:
     """Write ``summary.md`` and its figures for one run dir; returns the path of ``summary.md``."""
     run = load_run(Path(run_dir))
+    write_inputs(run.path, run.inputs)
     labels = [run.method]
     metrics, errors, loss = (f([run], labels) for f in (metrics_frame, errors_frame, loss_frame))
     fig_dir = run.path / "figures"
@@ -72,10 +76,20 @@ def write_run_report(run_dir: Path) -> Path:
               *([CI_NOTE, ""] if run.final.get("ci") else []),
               *[f"- {n}" for n in run.final.get("notes", [])], "", "## Error Reduction", "",
               "Fraction of all samples with each error type, before training and after the last iteration.", "",
-              error_reduction_table(errors), "", "## Figures", ""]
+              error_reduction_table(errors), ""]
+    paired = change([run])
+    if paired:
+        parts += ["## Paired Change from the Initial Evaluation", "", PAIRED_NOTE.replace("seed and problem", "problem"),
+                  "", md_table(PAIRED_HEADERS, paired_rows(run.method, paired)).replace(
+                      "Reference → method", "Initial → final"), ""]
+        if line := power_line([(run.method, d) for d in paired.values()], [run], "the initial evaluation"):
+            parts += [line, ""]
+    if turns := turn_table({run.method: [run]}):
+        parts += ["## Turn-by-Turn Pass@1", "", *turns]
+    parts += ["## Training Data and Rewards", "", *training_section({run.method: [run]}), "## Figures", ""]
     for title, path in figs.items():
         parts += [f"### {title}", "", f"![{name} {title}](figures/{path.name})", ""]
-    parts += ["## Conclusions", "", *[f"- {c}" for c in run_conclusions(run, metrics, errors)], ""]
+    parts += ["## Conclusions", "", *[f"- {c}" for c in run_conclusions(run, metrics, errors, paired)], ""]
     out = run.path / "summary.md"
     atomic_write_text(out, "\n".join(parts))
     return out

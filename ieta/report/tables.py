@@ -1,4 +1,4 @@
-"""Markdown tables and the point estimates they show (one job: bootstrap CI; several seeds: mean ± std)."""
+"""Markdown tables and the point estimates they show (one job: its bootstrap CI; several seeds: a pooled CI)."""
 
 from __future__ import annotations
 
@@ -13,31 +13,25 @@ from ieta.report.loading import RunData, display_name, metric_names
 
 @dataclass(frozen=True)
 class Estimate:
-    """A rate with its uncertainty: the 95% bootstrap CI of one job, or ± 1 std over seeds."""
+    """A rate with its uncertainty: one job's 95% bootstrap CI over problems, the 95% CI pooled over seeds (problems
+    resampled with all their seeds), or, without per-problem results, the range over seeds."""
 
     mean: float
     lo: float
     hi: float
     n: int
-
-    @property
-    def kind(self) -> str:
-        return "95% CIs" if self.n == 1 else f"± 1 std intervals over {self.n} seeds"
+    kind: str = "95% CI"
 
     @property
     def known(self) -> bool:
         return not (math.isnan(self.lo) or math.isnan(self.hi))
 
-    def overlaps(self, other: Estimate) -> bool | None:
-        """Whether the intervals overlap; None when either has no interval."""
-        if not (self.known and other.known):
-            return None
-        return self.lo <= other.hi and other.lo <= self.hi
-
     def __str__(self) -> str:
-        if self.n > 1:
-            return f"{self.mean:.3f} ± {(self.hi - self.lo) / 2:.3f}"
         return f"{self.mean:.3f} [{self.lo:.3f}, {self.hi:.3f}]" if self.known else f"{self.mean:.3f}"
+
+
+RANGE = "min-max over seeds"
+POOLED = "95% CI pooled over seeds"
 
 
 def estimate(rows: pd.DataFrame) -> Estimate:
@@ -45,8 +39,7 @@ def estimate(rows: pd.DataFrame) -> Estimate:
     if len(rows) == 1:
         r = rows.iloc[0]
         return Estimate(float(r.value), float(r.lo), float(r.hi), 1)
-    mean, std = float(rows.value.mean()), float(rows.value.std(ddof=1))
-    return Estimate(mean, mean - std, mean + std, len(rows))
+    return Estimate(float(rows.value.mean()), float(rows.value.min()), float(rows.value.max()), len(rows), RANGE)
 
 
 def estimates_at(metrics: pd.DataFrame, stage: str) -> dict[str, Estimate]:
@@ -77,9 +70,8 @@ def comparison_columns(groups: dict[str, list[RunData]]) -> list[str]:
     """Pass@1/10/100 and configured ks (shown as — when not measured), any other recorded rate, execution rate."""
     ks = sorted({1, 10, 100} | {int(k) for runs in groups.values() for r in runs for k in r.info.get("ks", [])})
     names = [f"pass@{k}" for k in ks]
-    for runs in groups.values():
-        names += [m for r in runs for m in metric_names(r.final) if m not in names]
-    return [m for m in names if m != "execution_rate"] + ["execution_rate"]
+    names += [m for runs in groups.values() for r in runs for m in metric_names(r.final)]
+    return [m for m in dict.fromkeys(names) if m != "execution_rate"] + ["execution_rate"]
 
 
 def comparison_table(groups: dict[str, list[RunData]], finals: dict[str, dict[str, Estimate]]) -> str:

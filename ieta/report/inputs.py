@@ -1,0 +1,89 @@
+"""``report_inputs.json``: the small per-run file that, with ``metrics.json`` and ``run_info.json``, lets a report be
+rebuilt without the samples.
+
+Per iteration it holds what the summary reads beyond ``metrics.json``:
+
+- ``per_problem``: ``{kind: {task_id: [samples, passing, executed]}}`` for the main evaluation (``eval``), the
+  greedy one (``greedy``; the main one when it is a single T=0 sample), from ``iter_<k>/eval_*executions.jsonl``
+  (``sandbox_error`` records left out, as in the metrics). The paired statistics need these.
+- ``pairs``: ``ieta.pairs.pairs_stats`` of ``iter_<k>/pairs.jsonl`` (share of canonical-solution pairs);
+- ``judge`` and ``canaries``: ``iter_<k>/judge_stats.json`` and ``canary_stats.json`` as written by training;
+- ``loss`` (``[[step, loss], ...]``) and ``hack_rate`` (``[[step, rate], ...]``) from ``iter_<k>/train_log.jsonl``.
+
+Each entry is recomputed from its source file when that file is there, and kept from the stored
+``report_inputs.json`` when it is not, so a run dir stripped to its committed files rebuilds the same report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from ieta.io import atomic_write_text, read_json, read_jsonl
+from ieta.metrics import EXECUTED_OUTCOMES, model_records, per_problem_counts
+from ieta.pairs import pairs_stats
+
+INPUTS_FILE = "report_inputs.json"
+FORMAT = 1
+
+
+def problem_counts(executions: list[dict]) -> dict[str, list[int]]:
+    """``{task_id: [samples, passing, executed]}`` over the model's records."""
+    executed = Counter(r["task_id"] for r in model_records(executions) if r["outcome"] in EXECUTED_OUTCOMES)
+    return {t: [n, c, executed[t]] for t, (n, c) in sorted(per_problem_counts(executions).items())}
+
+
+def _main_is_greedy(info: dict) -> bool:
+    sampler = info.get("sampler", {})
+    return sampler.get("n") == 1 and sampler.get("temperature") == 0
+
+
+def _from_train_log(path: Path) -> dict:
+    log = read_jsonl(path)
+    out = {"loss": [[int(e.get("step", i + 1)), float(e["loss"])] for i, e in enumerate(log) if "loss" in e]}
+    hack = [[int(e.get("step", i + 1)), float(e["reward/hack_rate"])] for i, e in enumerate(log)
+            if "reward/hack_rate" in e]
+    return out | ({"hack_rate": hack} if hack else {})
+
+
+def _iteration(it_dir: Path, info: dict, stored: dict) -> dict:
+    out = {k: v for k, v in stored.items() if k != "per_problem"}
+    per_problem = dict(stored.get("per_problem", {}))
+    sources = {"eval": "eval_executions.jsonl", "greedy": "eval_greedy_executions.jsonl"}
+    for kind, name in sources.items():
+        if (it_dir / name).is_file():
+            per_problem[kind] = problem_counts(read_jsonl(it_dir / name))
+    if "greedy" not in per_problem and "eval" in per_problem and _main_is_greedy(info):
+        per_problem["greedy"] = per_problem["eval"]
+    if per_problem:
+        out["per_problem"] = per_problem
+    if (it_dir / "pairs.jsonl").is_file():
+        out["pairs"] = pairs_stats(read_jsonl(it_dir / "pairs.jsonl"))
+    for key, name in (("judge", "judge_stats.json"), ("canaries", "canary_stats.json")):
+        if (it_dir / name).is_file():
+            out[key] = read_json(it_dir / name)
+    if (it_dir / "train_log.jsonl").is_file():
+        out |= _from_train_log(it_dir / "train_log.jsonl")
+    return out
+
+
+def collect_inputs(run_dir: Path, records: list[dict], info: dict) -> dict:
+    """The run's report inputs: recomputed where the source files exist, else as stored."""
+    path = Path(run_dir) / INPUTS_FILE
+    stored = read_json(path).get("iterations", {}) if path.is_file() else {}
+    iterations = {}
+    for rec in records:
+        k = str(rec["iteration"])
+        entry = _iteration(Path(run_dir) / f"iter_{k}", info, stored.get(k, {}))
+        if entry:
+            iterations[k] = entry
+    return {"format": FORMAT, "iterations": iterations}
+
+
+def write_inputs(run_dir: Path, inputs: dict) -> None:
+    """Write ``report_inputs.json`` (sorted keys, so the same inputs give the same bytes) when it changed."""
+    path = Path(run_dir) / INPUTS_FILE
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":")) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
