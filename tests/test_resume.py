@@ -87,3 +87,38 @@ def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
     _check_resumable(tmp_path, validate(compose_config([*TINY, "progress=true", "logger=wandb", f"resume={tmp_path}"])))
     with pytest.raises(ConfigError, match=r"sampler\.n=2 there, 3 now.*hydra\.run\.dir"):
         _check_resumable(tmp_path, validate(compose_config([*TINY, "sampler.n=3"])))
+
+
+def test_resumed_run_samples_like_an_uninterrupted_one_where_dropout_changes_the_output(tmp_path):
+    """The policy samples and is evaluated in eval mode: a run killed after training (so the resumed run loads the
+    adapter from disk) gives the evaluation an uninterrupted run gives with the policy it trained in-process."""
+    import torch
+
+    from ieta.models import load_model
+    from ieta.train import load_adapter
+
+    noisy = ["method.lora.dropout=0.9", "method.learning_rate=0.05", "sampler.turns=1"]
+    reference, run, log = tmp_path / "reference", tmp_path / "run", tmp_path / "reference.log"
+    with open(log, "w") as out:
+        uninterrupted = subprocess.Popen([sys.executable, "-m", "ieta.main", *TINY, "method=dpo", *noisy,
+                                          f"hydra.run.dir={reference}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # generate calls: iteration 0's evaluation, iteration 1's training samples, iteration 1's evaluation
+        run_until_killed(run, "ieta.sample:generate", 3, *noisy, f"hydra.run.dir={run}")
+        assert (run / "iter_1" / "adapter").is_dir() and not (run / "iter_1" / "eval_samples.jsonl").exists()
+        run_main(run, "method=dpo", *noisy)
+        assert uninterrupted.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        uninterrupted.kill()
+    for name in ("iter_1/eval_samples.jsonl", "iter_1/eval_executions.jsonl", "metrics.json"):
+        assert stable(run / name) == stable(reference / name), f"{name} differs from the uninterrupted run"
+    # the adapter's dropout does change the policy's output: in train mode the evaluation would have differed
+    cfg = validate(compose_config([*TINY, "method=dpo", *noisy]))
+    policy = load_adapter(load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0),
+                          run / "iter_1" / "adapter")
+    ids = torch.arange(1, 40).unsqueeze(0)
+    with torch.no_grad():
+        evaluated = policy.eval()(ids).logits
+        torch.manual_seed(0)
+        dropped = policy.train()(ids).logits
+    assert (evaluated.argmax(-1) != dropped.argmax(-1)).float().mean() > 0.5  # most greedy tokens change
