@@ -53,7 +53,8 @@ def _notes(runs: list[RunData], omitted: bool = True) -> list[str]:
 
 
 def _headline(diffs: dict[str, PairedDifference]) -> list[str]:
-    return [m for m in HEADLINE if m in diffs]
+    turns = [m for m in diffs if m.startswith("pass@1_turn")]
+    return [m for m in HEADLINE[:-1] if m in diffs] + turns + [m for m in HEADLINE[-1:] if m in diffs]
 
 
 def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame,

@@ -2,8 +2,9 @@
 
 A method is compared with a reference method (``baseline`` by default) at each job's final evaluation, pairing
 jobs by seed and values by problem (``ieta.stats``); a run's final evaluation is compared with its initial one.
-The metrics compared are pass@k of the main evaluation (per-problem unbiased estimates) and greedy pass@1 (the
-greedy evaluation's verdicts, or the main one when it is one sample at T=0).
+The metrics compared are pass@k of the main evaluation (per-problem unbiased estimates), greedy pass@1 (the
+greedy evaluation's verdicts, or the main one when it is one sample at T=0), pass@1 after the last turn of the
+multi-turn evaluation, and the execution rate.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def problem_values(run: RunData, iteration: int, metric: str) -> tuple[dict[str,
     """Per-problem values of ``metric`` and their sampling variance, or ``None`` when not recorded / not estimable."""
     if metric == GREEDY:
         counts, k = run.per_problem(iteration, "greedy"), 1
+    elif t := re.fullmatch(r"pass@1_turn(\d+)", metric):
+        counts, k = run.per_problem(iteration, "eval" if t[1] == "1" else f"turn{t[1]}"), 1
     elif m := re.fullmatch(r"pass@(\d+)", metric):
         counts, k = run.per_problem(iteration, "eval"), int(m[1])
     elif metric == "execution_rate":
@@ -48,6 +51,10 @@ def compared_metrics(runs: list[RunData]) -> list[str]:
     out = sorted(common, key=lambda m: int(m.split("@")[1]))
     if all(r.per_problem(r.final["iteration"], "greedy") for r in runs):
         out.append(GREEDY)
+    turns = set.intersection(*({int(m[1]) for k in r.final if (m := re.fullmatch(r"pass@1_turn(\d+)", k))}
+                               for r in runs))
+    if turns and max(turns) >= 2 and all(r.per_problem(r.final["iteration"], f"turn{max(turns)}") for r in runs):
+        out.append(f"pass@1_turn{max(turns)}")  # the last turn: what the multi-turn evaluation adds
     return [*out, "execution_rate"]
 
 
