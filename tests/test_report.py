@@ -132,7 +132,8 @@ def test_report_rebuilds_the_committed_summaries_byte_for_byte(tmp_path: Path) -
         assert (sweep / rel).read_bytes() == (FIXTURE / rel).read_bytes(), rel
     summary = (sweep / "summary.md").read_text()
     for text in ("## Paired Comparison against baseline", "**Power.**", "Canonical share", "Greedy Pass@1",
-                 "### Per seed", "Pass@100", "Sandbox errors"):
+                 "### Per seed", "Pass@100", "Sandbox errors", "exact McNemar", "Pass@1 turn 2",
+                 "## Turn-by-Turn Pass@1"):
         assert text in summary, text
 
 

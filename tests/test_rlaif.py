@@ -81,6 +81,10 @@ def test_rlaif_trains_on_the_problems_not_every_sample_solved(tmp_path):
                        {"task_id": ids[1], "passed": True}, {"task_id": ids[1], "passed": False},
                        {"task_id": ids[2], "passed": False}])
     assert [p.task_id for p in unsolved(problems, path)] == ids[1:]
+    write_jsonl(path, [{"task_id": ids[0], "passed": True, "outcome": "passed"},
+                       {"task_id": ids[0], "passed": False, "outcome": "sandbox_error"},
+                       {"task_id": ids[1], "passed": False, "outcome": "failed"}])
+    assert [p.task_id for p in unsolved(problems, path)] == ids[1:2]  # a sandbox error is not a failure
     write_jsonl(path, [{"task_id": i, "passed": True} for i in ids])
     assert unsolved(problems, path) == problems  # every one solved: nothing to prefer, train on all
     assert unsolved(problems, tmp_path / "missing.jsonl") == problems

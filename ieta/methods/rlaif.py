@@ -22,6 +22,7 @@ from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
 from ieta.io import read_jsonl, write_json
+from ieta.metrics import model_records
 from ieta.methods.base import Method
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
@@ -95,10 +96,10 @@ def _judge(settings: RlaifSettings, policy, tokenizer) -> Judge | None:
 def unsolved(problems: list[Problem], executions_path: Path) -> list[Problem]:
     """The problems not every sample of this iteration solved (``executions_path``): GRPO learns nothing from a
     group whose completions all pass, since their rewards, and so their advantages, are equal. All problems when
-    every one was solved or nothing was sampled."""
+    every one was solved or nothing was sampled. A sandbox error is no verdict: it leaves a problem as it was."""
     if not executions_path.exists():
         return problems
-    failed = {r["task_id"] for r in read_jsonl(executions_path) if not r["passed"]}
+    failed = {r["task_id"] for r in model_records(read_jsonl(executions_path)) if not r["passed"]}
     return [p for p in problems if p.task_id in failed] or problems
 
 
