@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+#: seconds between progress-bar redraws when stderr is not a terminal (a log file, CI): tqdm, and so TRL's and
+#: transformers' bars too, reads TQDM_* defaults when it is first imported, which happens after this line
+LOG_BAR_INTERVAL_S = "5"
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_MININTERVAL", LOG_BAR_INTERVAL_S)
 
-from ieta.config import validate
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ieta.config import validate  # noqa: E402  (also registers the resolvers conf/config.yaml uses)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,103 @@
+"""Every internal of TRL, transformers, PEFT and torch that IETA patches or relies on is still there. Each patch
+falls back quietly (or fails deep inside a run) when its internal is gone; these tests fail first, naming the patch,
+so that a new version of a dependency is caught here (pyproject.toml pins the series they were written for)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+
+def _patch(name: str, where: str) -> str:
+    return f"patch {name} ({where}) relies on an internal that this version no longer has"
+
+
+def test_completion_logits_only_finds_trl_use_triton():
+    """ieta.train.completion_logits_only swaps `trl.trainer.utils._use_triton`, which TRL's fused LM head calls
+    through the module's globals; without it the CPU scores every prompt position (the DPO step doubles)."""
+    import trl.trainer.utils as trl_utils
+
+    message = _patch("completion_logits_only", "ieta/train.py")
+    assert callable(getattr(trl_utils, "_use_triton", None)), message + ": trl.trainer.utils._use_triton"
+    assert list(inspect.signature(trl_utils._use_triton).parameters) == ["device"], message + ": its signature"
+    assert "_use_triton(" in inspect.getsource(trl_utils), message + ": TRL no longer calls it from trl.trainer.utils"
+    from ieta.train import completion_logits_only
+
+    original = trl_utils._use_triton
+    with completion_logits_only():
+        assert trl_utils._use_triton(torch.device("cpu")) is True, message + ": the swap did not take"
+    assert trl_utils._use_triton is original
+
+
+def test_drop_precompute_engine_finds_dpo_trainer_precompute_engine():
+    """ieta.train.drop_precompute_engine destroys `DPOTrainer._precompute_engine` (TRL's own DeepSpeed engine for
+    the reference log-probs), whose ZeRO-3 hooks otherwise break the first training step."""
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer)
+    assert "self._precompute_engine" in source, _patch("drop_precompute_engine", "ieta/train.py") + \
+        ": DPOTrainer._precompute_engine"
+    deepspeed = pytest.importorskip("deepspeed")
+    assert hasattr(deepspeed.DeepSpeedEngine, "destroy"), _patch("drop_precompute_engine", "ieta/train.py") + \
+        ": DeepSpeedEngine.destroy"
+
+
+def test_trainer_args_reentrant_checkpointing_name_is_a_training_argument():
+    """ieta.train.trainer_args sets `activation_checkpointing_kwargs` under ZeRO-3, the name transformers 5 reads
+    (TRL 1.16 sets the deprecated alias `gradient_checkpointing_kwargs`)."""
+    import dataclasses
+
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    for config in (DPOConfig, GRPOConfig, SFTConfig):
+        names = {f.name for f in dataclasses.fields(config)}
+        assert "activation_checkpointing_kwargs" in names, _patch("trainer_args reentrant checkpointing",
+                                                                   "ieta/train.py") + f": {config.__name__}"
+
+
+def test_growing_kv_cache_layer_finds_dynamic_layer_internals():
+    """ieta/sample.py's `_GrowingLayer` subclasses transformers' `DynamicLayer` and replaces its `keys`/`values`
+    in place; the decode loop selects and repeats rows through `DynamicCache`'s batch methods."""
+    from transformers import DynamicCache, Qwen2Config
+    from transformers.cache_utils import DynamicLayer
+
+    message = _patch("_GrowingLayer / continuous batching", "ieta/sample.py")
+    for name in ("update", "lazy_initialization", "get_seq_length"):
+        assert callable(getattr(DynamicLayer, name, None)), f"{message}: DynamicLayer.{name}"
+    config = Qwen2Config(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=32)
+    cache = DynamicCache(config=config)
+    assert len(cache.layers) == 2 and all(type(layer) is DynamicLayer for layer in cache.layers), \
+        f"{message}: DynamicCache(config=...).layers"
+    layer = cache.layers[0]
+    assert layer.is_initialized is False, f"{message}: DynamicLayer.is_initialized"
+    k = torch.zeros(2, 1, 3, 4)
+    layer.update(k, k)
+    assert layer.keys.shape == (2, 1, 3, 4) and layer.values.shape == (2, 1, 3, 4), f"{message}: keys/values"
+    for name in ("batch_repeat_interleave", "batch_select_indices"):
+        assert callable(getattr(cache, name, None)), f"{message}: DynamicCache.{name}"
+
+
+def test_decoder_reads_peft_lora_layer_attributes():
+    """ieta/decode.py folds active LoRA deltas into its own weights: it reads a PEFT LoRA layer's `base_layer`,
+    `merged`, `disable_adapters`, `active_adapters`, `lora_A`, `lora_variant` and `get_delta_weight`."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_proj = torch.nn.Linear(4, 4)
+
+    layer = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]), Block()).q_proj
+    for name in ("base_layer", "merged", "disable_adapters", "active_adapters", "lora_A", "lora_variant",
+                 "get_delta_weight"):
+        assert hasattr(layer, name), _patch("LoRA folding", "ieta/decode.py") + f": LoraLayer.{name}"
+
+
+def test_int8_sampling_finds_torch_int_mm():
+    """ieta/int8.py and ieta/decode.py run int8 GEMMs through `torch._int_mm`."""
+    assert callable(getattr(torch, "_int_mm", None)), _patch("int8 GEMMs", "ieta/int8.py") + ": torch._int_mm"
+    a, b = torch.ones(32, 32, dtype=torch.int8), torch.ones(32, 32, dtype=torch.int8)
+    assert torch._int_mm(a, b)[0, 0].item() == 32
