@@ -33,7 +33,8 @@ def chosen_source(pair: dict) -> str:
 
 
 def _pair(prompt: str, chosen: dict, rejected: dict, strategy: str, iteration: int) -> dict:
-    source = "reference" if chosen.get("completion_id") == "reference" else "repair" if "repair_of" in chosen else "sample"
+    source = ("reference" if chosen.get("completion_id") == "reference"
+              else "repair" if "repair_of" in chosen else "sample")
     return {
         "task_id": rejected["task_id"], "strategy": strategy, "chosen_source": source, "iteration": iteration,
         "prompt": prompt,

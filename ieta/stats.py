@@ -64,15 +64,21 @@ class PairedDifference:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def differs(self) -> bool:
-        """Whether the paired CI excludes 0; inside it, the difference is reported as no difference."""
+    def ci_excludes_zero(self) -> bool:
         return not (self.lo <= 0.0 <= self.hi)
+
+    @property
+    def differs(self) -> bool:
+        """A difference is claimed only when the paired CI excludes 0 and the test rejects at ``ALPHA``: inside the
+        CI it is no difference; where the two disagree (small samples, where a percentile bootstrap is narrow) it
+        is inconclusive, and not claimed either."""
+        return self.ci_excludes_zero and self.p_value < ALPHA
 
     def interval(self) -> str:
         return f"{self.diff:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"differs": self.differs}
+        return asdict(self) | {"differs": self.differs, "ci_excludes_zero": self.ci_excludes_zero}
 
 
 def mcnemar_exact(b_only: int, a_only: int) -> float:

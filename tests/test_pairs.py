@@ -104,7 +104,8 @@ def test_chosen_source_and_canonical_share_from_real_executions():
     samples = [{"task_id": problems[1].task_id, "completion_id": 0, "completion": "    return number % 1.0\n"},
                {"task_id": problems[1].task_id, "completion_id": 1, "completion": "    return number\n"},
                {"task_id": problems[0].task_id, "completion_id": 2, "completion": "    return []\n"}]
-    refs = [{"task_id": problems[0].task_id, "completion_id": "reference", "completion": problems[0].canonical_solution}]
+    refs = [{"task_id": problems[0].task_id, "completion_id": "reference",
+             "completion": problems[0].canonical_solution}]
     config = SandboxConfig(timeout=5)
     executions = execute_samples(problems, samples, config=config, progress=False)
     references = execute_samples(problems, refs, config=config, progress=False)

@@ -122,7 +122,7 @@ def test_cli_rebuilds_run_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert report_main([str(tmp_path / "sweep" / "0" / "figures")]) == 1
 
 
-def test_report_rebuilds_the_committed_summaries_byte_for_byte(tmp_path: Path) -> None:
+def test_report_rebuilds_the_committed_summaries_byte_for_byte(tmp_path: Path, capsys) -> None:
     """The committed fixture holds no samples (tests/fixtures/make_report_sweep.py built it from real executions)."""
     committed = sorted(p.relative_to(FIXTURE) for p in FIXTURE.rglob("*") if p.is_file())
     assert not [p for p in committed if p.suffix in (".jsonl", ".png")]
@@ -136,15 +136,12 @@ def test_report_rebuilds_the_committed_summaries_byte_for_byte(tmp_path: Path) -
                  "## Turn-by-Turn Pass@1"):
         assert text in summary, text
 
-
-def test_against_compares_every_method_with_the_one_named(tmp_path: Path, capsys) -> None:
-    sweep = shutil.copytree(FIXTURE, tmp_path / FIXTURE.name)
+    # --against: every method against the one named (a paired comparison between any two methods)
     assert report_main([str(sweep), "--against", "dpo"]) == 0
     summary = (sweep / "summary.md").read_text()
-    assert "## Paired Comparison against dpo" in summary
+    assert "## Paired Comparison against dpo" in summary and "baseline vs dpo" in summary
     row = next(line for line in summary.splitlines() if line.startswith("| **baseline** | Pass@1 |"))
     assert row.endswith("| lower |")  # dpo's rise seen from the other side
-    assert "baseline vs dpo" in summary
     assert report_main([str(sweep), "--against", "ppo"]) == 1
     assert "no such method" in capsys.readouterr().err
 
@@ -170,6 +167,11 @@ def test_run_report_is_paired_and_rebuilds_without_the_executions(tmp_path: Path
     stored = json.loads((run / INPUTS_FILE).read_text())
     n, c, executed = stored["iterations"]["2"]["per_problem"]["eval"]["HumanEval/0"]
     assert n == 5 and 0 <= c <= executed <= n
+
+
+def test_an_initial_evaluation_alone_has_no_paired_change(tmp_path: Path) -> None:
+    summary = write_run_report(make_run(tmp_path / "run", "baseline", iterations=0)).read_text()
+    assert "Only the initial evaluation exists" in summary and "Paired Change" not in summary
 
 
 def test_judge_canaries_turns_and_sandbox_errors_are_reported(tmp_path: Path) -> None:

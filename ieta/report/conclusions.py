@@ -19,9 +19,11 @@ def verdict(d: PairedDifference) -> str:
     p = fmt_p(d.p_value)
     stats = f"{d.interval()}, p {p if p.startswith('<') else '= ' + p} ({d.test})"
     if d.differs:
-        caveat = (f" (borderline: the test's p is above {ALPHA}, so treat it with care)" if d.p_value >= ALPHA
-                  else "")
-        return f"{stats}: the paired CI excludes 0, so this is a real {'rise' if d.diff > 0 else 'fall'}{caveat}"
+        direction = "rise" if d.diff > 0 else "fall"
+        return f"{stats}: the paired CI excludes 0 and the test rejects, so this is a real {direction}"
+    if d.ci_excludes_zero:
+        return (f"{stats}: inconclusive, since the paired CI excludes 0 but the test does not reject at {ALPHA}; "
+                "not claimed as a difference")
     return (f"{stats}: the paired CI contains 0, so this is no difference at this scale (smallest detectable: "
             f"{fmt_mde(d.mde)})")
 

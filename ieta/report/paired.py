@@ -140,7 +140,9 @@ def change(runs: list[RunData], before=None, after=None) -> dict[str, PairedDiff
     """Each job's evaluation after iteration ``after`` (default: its final) against ``before`` (default: its
     initial), paired by seed and problem, per compared metric."""
     notes: list[str] = []
-    jobs = _by_seed(runs, runs[0].method, notes)
+    jobs = _by_seed([r for r in runs if len(r.records) > 1], runs[0].method, notes)
+    if not jobs:  # only initial evaluations: nothing changed
+        return {}
     first = (lambda r: r.initial["iteration"]) if before is None else (lambda r: before)
     last = _final if after is None else (lambda r: after)
     out = {}

@@ -79,7 +79,8 @@ def write_run_report(run_dir: Path) -> Path:
               error_reduction_table(errors), ""]
     paired = change([run])
     if paired:
-        parts += ["## Paired Change from the Initial Evaluation", "", PAIRED_NOTE.replace("seed and problem", "problem"),
+        note = PAIRED_NOTE.replace("seed and problem", "problem")
+        parts += ["## Paired Change from the Initial Evaluation", "", note,
                   "", md_table(PAIRED_HEADERS, paired_rows(run.method, paired)).replace(
                       "Reference → method", "Initial → final"), ""]
         if line := power_line([(run.method, d) for d in paired.values()], [run], "the initial evaluation"):

@@ -12,8 +12,10 @@ from ieta.stats import ALPHA, POWER, PairedDifference
 
 PAIRED_NOTE = ("Δ is the mean per-problem difference, paired by seed and problem; its 95% CI is a bootstrap that "
                "resamples problems (with all their seeds). p: exact McNemar test where the per-problem values are "
-               "binary (greedy verdicts) and there is one seed, else a paired sign-flip permutation test. A difference whose CI contains 0 is no difference. "
-               f"MDE: the smallest true difference found with {POWER:.0%} power at α = {ALPHA}.")
+               "binary (greedy verdicts) and there is one seed, else a paired sign-flip permutation test. Reading: "
+               "a difference whose CI contains 0 is no difference; one whose CI excludes 0 while p >= "
+               f"{ALPHA} is inconclusive (not claimed). MDE: the smallest true difference found with {POWER:.0%} "
+               f"power at α = {ALPHA}.")
 
 
 def fmt_p(p: float) -> str:
@@ -25,8 +27,12 @@ def fmt_mde(mde: float | None) -> str:
 
 
 def reading(d: PairedDifference) -> str:
-    if not d.differs:
+    """``no difference`` (the CI contains 0), ``inconclusive`` (the CI excludes 0, the test does not reject), or
+    the direction of a difference both agree on."""
+    if not d.ci_excludes_zero:
         return "no difference"
+    if not d.differs:
+        return "inconclusive"
     return "higher" if d.diff > 0 else "lower"
 
 
