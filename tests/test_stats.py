@@ -74,3 +74,12 @@ def test_mde_has_the_power_it_claims():
         lo, hi = problem_bootstrap_ci(rng.normal(target, sd, n)[None, :], resamples=500)
         found += lo > 0
     assert 0.68 <= found / 200 <= 0.92
+
+
+def test_a_narrow_ci_without_a_rejecting_test_is_inconclusive_not_a_difference():
+    """4 of 10 problems fixed, none broken: the percentile bootstrap excludes 0, exact McNemar gives p = 1/8."""
+    a = {0: {f"t{i}": 0.0 for i in range(10)}}
+    b = {0: {f"t{i}": float(i < 4) for i in range(10)}}
+    r = paired_difference("greedy_pass@1", a, b)
+    assert r.ci_excludes_zero and r.p_value == pytest.approx(2 / 16)
+    assert not r.differs and r.to_dict()["differs"] is False
