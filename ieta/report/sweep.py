@@ -14,7 +14,7 @@ from ieta.report.loading import (RunData, errors_frame, find_job_dirs, group_run
                                  metrics_frame, slug)
 from ieta.report.paired import Comparison, change, compare, pooled_rate
 from ieta.report.run import overview_rows, write_run_report
-from ieta.report.sections import fmt_p, paired_section, training_section, turn_table
+from ieta.report.sections import paired_section, training_section, turn_table
 from ieta.report.tables import (POOLED, Estimate, change_table, comparison_columns, comparison_table,
                                 error_reduction_table, estimates_at, md_table)
 
@@ -177,6 +177,6 @@ def _write_csv(finals: dict, comparisons: list[Comparison], path: Path) -> None:
                              delta=None if d is None else round(d.diff, 6),
                              delta_lo=None if d is None else round(d.lo, 6),
                              delta_hi=None if d is None else round(d.hi, 6),
-                             p_value=None if d is None else fmt_p(d.p_value), test=None if d is None else d.test,
+                             p_value=None if d is None else round(d.p_value, 6), test=None if d is None else d.test,
                              mde=None if d is None or d.mde is None else round(d.mde, 6)))
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
