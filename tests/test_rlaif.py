@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import ieta.rewards as rewards
+from ieta.canaries import is_canary_id
 from ieta.config import ConfigError
 from ieta.data import load_problems
 from ieta.io import read_json, read_jsonl, write_jsonl
@@ -20,15 +21,28 @@ FAST = ["method=rlaif", "method.per_device_train_batch_size=2", "method.learning
         "+method.trainer.gradient_checkpointing=false"]
 
 
-def text_hash_reward(prompts, completions, **kwargs):
+def text_hash_reward(prompts, completions, task_id, **kwargs):
     """Distinct random completions get distinct rewards, so GRPO's advantages are non-zero (TRL's test pattern):
-    a random model's completions all fail to execute alike, which would leave the weights unchanged."""
-    return [zlib.crc32(c.encode()) % 1000 / 1000 for c in completions]
+    a random model's completions all fail to execute alike, which would leave the weights unchanged. Like every
+    reward, it gives canaries none."""
+    return [None if is_canary_id(t) else zlib.crc32(c.encode()) % 1000 / 1000 for c, t in zip(completions, task_id)]
 
 
 def test_grpo_step_changes_lora_weights_and_logs_both_rewards(tmp_path, monkeypatch):
-    """Batch of 8 = 4 prompts x 2: both problems and both canaries are drawn in the one step."""
+    """Batch of 8 = 4 prompts x 2: both problems and both canaries are drawn in the one step; the canaries' and
+    only the canaries' completions get zero advantage (observed on TRL's own scoring of the batch)."""
+    from trl import GRPOTrainer
+
     monkeypatch.setitem(rewards.REWARDS, "text_hash", text_hash_reward)
+    scored = []
+    score = GRPOTrainer._generate_and_score_completions
+
+    def observe(self, inputs):
+        out = score(self, inputs)
+        scored.append(([x["task_id"] for x in inputs], out["advantages"].tolist()))
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", observe)
     cfg = compose_config(TINY + FAST + ["+method.rlaif.reward_weights.text_hash=1.0",
                                         "method.per_device_train_batch_size=8", "method.rlaif.canaries=2"])
     tok = load_tokenizer("tiny")
@@ -51,6 +65,10 @@ def test_grpo_step_changes_lora_weights_and_logs_both_rewards(tmp_path, monkeypa
     assert step["reward/hack_rate"] == 0.0
     assert read_json(tmp_path / "canary_stats.json") == {"canaries": 2, "completions": 4, "passes": 0,
                                                           "hack_rate": 0.0, "sandbox_escape": False}
+    [(task_ids, advantages)] = scored
+    assert sorted(map(is_canary_id, task_ids)) == [False] * 4 + [True] * 4
+    assert all(a == 0 for t, a in zip(task_ids, advantages) if is_canary_id(t))
+    assert any(a != 0 for t, a in zip(task_ids, advantages) if not is_canary_id(t))
 
 
 def test_judge_weight_zero_skips_the_judge():
