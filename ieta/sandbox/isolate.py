@@ -174,9 +174,7 @@ def drop_privileges(info, uid, nested_userns_ok=False):
     if info["root"]:
         if not info["uid_drop"]:
             return
-        for cap in range(64):
-            _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-        os.setgroups([])
+        os.setgroups([])  # leaving uid 0 clears every capability set; no_new_privs keeps them from coming back
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     elif "user" in info["namespaces"]:
@@ -203,16 +201,17 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
     if cgroup_procs_fd is not None:
         os.write(cgroup_procs_fd, b"0")
     for res, value in limits(cfg):
-        if res == resource.RLIMIT_NPROC and not (info["uid_drop"] or "user" in info["namespaces"]):
+        if value is None or res == resource.RLIMIT_NPROC and not (info["uid_drop"] or "user" in info["namespaces"]):
             continue
         resource.setrlimit(res, (value, value + 1 if res == resource.RLIMIT_CPU else value))
     drop_privileges(info, uid, nested_userns_ok=cfg["backend"] == "bwrap")
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def spawn(flags):
-    """``fork`` into new namespaces (``clone`` without Python's at-fork hooks: the zygote is single-threaded)."""
-    if flags and "clone" in SYS:
+def spawn(flags=0):
+    """``fork``, into new namespaces if ``flags`` say so: a raw ``clone`` without Python's at-fork hooks
+    (safe, the zygote is single-threaded; about half the cost of ``os.fork``)."""
+    if "clone" in SYS:
         pid = _libc.syscall(SYS["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
         if pid < 0:
             raise OSError(ctypes.get_errno(), _err("clone"))

@@ -9,10 +9,12 @@ supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
 import builtins
 import marshal
 import os
+import socket
 
 import wire
 
 MAX_REPLY = 32 << 20
+MAX_SAMPLES = 1000  # a judge process serves at most this many samples, then a fresh one takes over
 _OPS = {"Eq": lambda a, b: a == b, "NotEq": lambda a, b: a != b, "Lt": lambda a, b: a < b,
         "LtE": lambda a, b: a <= b, "Gt": lambda a, b: a > b, "GtE": lambda a, b: a >= b,
         "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
@@ -145,12 +147,46 @@ def clean_trace(events, repr_chars):
     return out
 
 
+def serve(sock_fd, jobs_fd, memory_kb):
+    """Judge samples one after another; each arrives as a request on ``jobs_fd`` and three fds on ``sock_fd``.
+
+    Every sample gets fresh globals for the prompt's helpers and the test; all that ever came from a
+    candidate is plain data the test compared.  After a sample whose candidate broke the protocol, or
+    that hit a resource error here, or once memory grows, this process ends and the zygote starts a fresh one.
+    """
+    sock = socket.socket(fileno=sock_fd)
+    for _ in range(MAX_SAMPLES):
+        try:
+            _, fds, _, _ = socket.recv_fds(sock, 1, 3)
+            body = wire.read_body(jobs_fd, 1 << 30)
+        except OSError:
+            break
+        if body is None or len(fds) != 3:
+            break
+        try:
+            healthy = run(marshal.loads(body), *fds)  # from the zygote (trusted): holds code objects
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if not healthy or _rss_kb() > memory_kb:
+            break
+    os._exit(0)
+
+
+def _rss_kb():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def run(req, reply_fd, call_fd, report_fd):
-    """Judge one sample and stream the report; ends the process."""
+    """Judge one sample and stream the report; returns whether this process is fit for another sample."""
     def emit(kind, payload):
         wire.write(report_fd, (kind, payload))
 
-    state = {"first": None, "gone": None, "traced": 0}
+    state = {"first": None, "gone": None, "traced": 0, "resource": False}
     passed, failed = set(), set()
     max_events, repr_chars = req["trace_max_events"], req["trace_repr_chars"]
 
@@ -222,6 +258,7 @@ def run(req, reply_fd, call_fd, report_fd):
         except (CandidateGone, Unsendable):
             raise
         except BaseException as e:
+            state["resource"] |= isinstance(e, (MemoryError, RecursionError))
             record_fail(idx, exc_record(e, idx))
             # go on to the next assert after ordinary errors only; resource errors would just repeat
             if top and isinstance(e, Exception) and not isinstance(e, (MemoryError, RecursionError)):
@@ -275,6 +312,7 @@ def run(req, reply_fd, call_fd, report_fd):
         except (AssertFailed, CandidateGone, Unsendable):
             pass
         except BaseException as e:
+            state["resource"] |= isinstance(e, (MemoryError, RecursionError))
             if state["first"] is None:
                 rec = exc_record(e)
                 rec["phase"] = "test"
@@ -284,4 +322,4 @@ def run(req, reply_fd, call_fd, report_fd):
         emit(*state["gone"])
     emit("done", {"asserts_passed": len(passed - failed),
                   "clean": not errored and state["first"] is None and not failed and state["gone"] is None})
-    os._exit(0)
+    return state["gone"] is None and not state["resource"]

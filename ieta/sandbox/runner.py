@@ -99,12 +99,20 @@ class Zygote:
         return resp
 
     def close(self) -> None:
+        """Let the zygote collect its last samples and exit; kill it if it does not within 10 s."""
         if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10.0)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdout.close()
         self.proc = None
 
 

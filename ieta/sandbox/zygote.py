@@ -14,11 +14,13 @@ and answers with the judge's report.  Messages are length-prefixed ``marshal`` d
 """
 
 import fcntl
+import gc
 import marshal
 import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 
@@ -30,7 +32,6 @@ import wire
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
 CANDIDATE_OOM, JUDGE_OOM = 1000, 900
 CALL_FD, REPLY_FD = 3, 4               # in the candidate's process
-J_REPLY_FD, J_CALL_FD, J_REPORT_FD = 3, 4, 5  # in the judge
 SETUP_FAILED = 70
 CONFINED = b"\x00ieta:confined\x00"  # first bytes of the candidate's output once it is confined
 
@@ -64,28 +65,72 @@ def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
             os.close(5)
         os.chdir("/tmp" if info["minimal_root"] else req["tmp"])
         _child_common(cfg)
-        os.write(1, CONFINED)
+    except BaseException as e:  # no CONFINED mark: the parent records a sandbox_error, never a verdict
+        os.write(2, f"sandbox setup failed: {e!r}\n".encode())
+        os._exit(SETUP_FAILED)
+    os.write(1, CONFINED)
+    try:
         if cfg["backend"] == "bwrap":
             _exec_bwrap(req, cfg)
         serve.run(req, CALL_FD, REPLY_FD)
-    except BaseException as e:  # a setup failure must never look like a verdict
-        os.write(2, f"sandbox setup failed: {e!r}\n".encode())
-    os._exit(SETUP_FAILED)
+    finally:
+        os._exit(1)
 
 
-def judge_child(req, cfg, info, uid, reply_r, call_w, rep_w):
-    """Become the judge process (never returns)."""
-    try:
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        _place([reply_r, call_w, rep_w])
-        isolate.confine(cfg, info, uid, 16, JUDGE_OOM, own_proc=False)
-        _child_common(cfg)
-        judge.run(req, J_REPLY_FD, J_CALL_FD, J_REPORT_FD)
-    except BaseException:
-        pass
-    os._exit(SETUP_FAILED)
+class Judge:
+    """The judge process of this zygote, serving samples until it ends (see ``judge.serve``)."""
+
+    def __init__(self, cfg, info, uid):
+        sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        jobs_r, self.jobs_w = os.pipe()
+        self.pid = isolate.spawn(0)
+        if self.pid == 0:
+            try:
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                _place([child_sock.fileno(), jobs_r])
+                # no CPU rlimit: it would add up over samples; the supervisor's wall clock bounds each one
+                isolate.confine(dict(cfg, cpu_seconds=None), info, uid, 16, JUDGE_OOM, own_proc=False)
+                _child_common(cfg)
+                judge.serve(3, 4, cfg["memory_mb"] * 512)
+            except BaseException:
+                pass
+            os._exit(SETUP_FAILED)
+        child_sock.close()
+        os.close(jobs_r)
+        self.sock = sock
+
+    def alive(self):
+        return self.pid is not None and os.waitpid(self.pid, os.WNOHANG)[0] == 0
+
+    def submit(self, req, fds):
+        wire_body = marshal.dumps(req)
+        view = memoryview(len(wire_body).to_bytes(4, "little") + wire_body)
+        while view:
+            view = view[os.write(self.jobs_w, view):]
+        socket.send_fds(self.sock, [b"j"], fds)
+
+    def close(self):
+        if self.pid is not None:
+            _kill(self.pid)
+            os.waitpid(self.pid, 0)
+            self.pid = None
+        self.sock.close()
+        os.close(self.jobs_w)
+
+
+_JUDGE = [None]
+
+
+def _judge(cfg, info, uid):
+    j = _JUDGE[0]
+    if j is None or not j.alive():
+        if j is not None:
+            j.pid = None
+            j.close()
+        j = _JUDGE[0] = Judge(cfg, info, uid)
+    return j
 
 
 BWRAP_BOOT = ("import marshal, sys, types; f = open('/tmp/.ieta-req', 'rb'); req, mods = marshal.loads(f.read()); "
@@ -176,11 +221,12 @@ def supervise(req, cfg, info, seq, cg=None):
         for fd in (out_r, call_w, reply_r, rep_r, rep_w):
             os.close(fd)
         candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd)
-    jpid = os.fork()
-    if jpid == 0:
-        for fd in (out_r, out_w, call_r, reply_w, rep_r):
-            os.close(fd)
-        judge_child(req, cfg, info, uid, reply_r, call_w, rep_w)
+    try:
+        _judge(cfg, info, uid).submit(req, [reply_r, call_w, rep_w])
+    except OSError:  # it ended meanwhile (after an unhealthy sample): one fresh try
+        _JUDGE[0].close()
+        _JUDGE[0] = None
+        _judge(cfg, info, uid).submit(req, [reply_r, call_w, rep_w])
     for fd in (out_w, call_r, call_w, reply_r, reply_w, rep_w) + ((cg_fd,) if cg_fd is not None else ()):
         os.close(fd)
     out, report = _Capped(cfg["max_output_bytes"], len(CONFINED)), bytearray()
@@ -204,10 +250,23 @@ def supervise(req, cfg, info, seq, cg=None):
             elif len(report) < 8 * 1024 * 1024:
                 report += data
     duration = time.monotonic() - t0
-    _kill(cpid)
-    _kill(jpid)
-    _, jstatus, _ = os.wait4(jpid, 0)
-    _, cstatus, ru = os.wait4(cpid, 0)
+    if timed_out:  # it may be stuck on the candidate's answer: start a fresh one next time
+        _JUDGE[0].close()
+        _JUDGE[0] = None
+    kinds = _kinds(report)
+    jstatus = 0 if "done" in kinds else -1
+    done, cstatus, ru = os.wait4(cpid, os.WNOHANG)
+    if done or not flags or "gone" in kinds:  # its own end is part of the verdict: wait for it
+        _kill(cpid)
+        if not done:
+            _, cstatus, ru = os.wait4(cpid, 0)
+        maxrss = ru.ru_maxrss
+        _reap_later(None, cg_name if cg_fd is not None else None, cg)
+    else:  # still serving: the verdict is in, so kill it and let the kernel tear its namespaces down meanwhile
+        maxrss = _peak_rss_kb(cpid)
+        _kill(cpid)
+        cstatus = int(signal.SIGKILL)  # as a wait status: killed by SIGKILL
+        _reap_later(cpid, cg_name if cg_fd is not None else None, cg)
     if not flags:
         _kill_uid(uid, info)
         shutil.rmtree(req["tmp"], ignore_errors=True)
@@ -218,20 +277,55 @@ def supervise(req, cfg, info, seq, cg=None):
         out.add(data)
     for fd in (out_r, rep_r):
         os.close(fd)
-    if cg_fd is not None:
-        for _ in range(50):
-            try:
-                os.rmdir(cg_name, dir_fd=cg)
-                break
-            except OSError:
-                time.sleep(0.002)
     confined = out.head.startswith(CONFINED)
     if confined:
         del out.head[:len(CONFINED)]
         out.total -= len(CONFINED)
     return {"status": cstatus, "judge_status": jstatus, "timed_out": timed_out, "duration": duration,
-            "maxrss_kb": ru.ru_maxrss, "cpu": ru.ru_utime + ru.ru_stime, "out_head": bytes(out.head),
+            "maxrss_kb": maxrss, "out_head": bytes(out.head),
             "out_tail": bytes(out.tail), "out_total": out.total, "report": bytes(report), "confined": confined}
+
+
+def _kinds(report):
+    """The event kinds in the judge's report (it is not the candidate's)."""
+    try:
+        return {wire.loads(body)[0] for body in wire.frames(bytes(report))}
+    except (wire.BadData, TypeError, IndexError):
+        return set()
+
+
+_PENDING = []  # (pid or None, cgroup name or None, cgroup fd): killed candidates still being torn down
+MAX_PENDING = 16
+
+
+def _peak_rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
+
+
+def _reap_later(pid, cg_name, cg):
+    _PENDING.append((pid, cg_name, cg))
+    reap(block=len(_PENDING) > MAX_PENDING)
+
+
+def reap(block=False):
+    """Collect killed candidates (all of them if ``block``) and remove their cgroups."""
+    for item in list(_PENDING):
+        pid, cg_name, cg = item
+        if pid is not None:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            if not done:
+                continue
+        if cg_name is not None:
+            try:
+                os.rmdir(cg_name, dir_fd=cg)
+            except OSError:
+                if not block:
+                    continue
+        _PENDING.remove(item)
 
 
 def _kill_uid(uid, info):
@@ -322,6 +416,7 @@ def main():
             info["minimal_root"] = False
             info["lost"].append(f"a sample could not be confined ({why[-300:]}); fix: " + isolate.FIXES["mount"])
     wire.write(wfd, info)
+    gc.freeze()  # forked children then never walk (and copy) the zygote's objects in a collection
     seq = 0
     while True:
         try:
@@ -330,6 +425,7 @@ def main():
             break
         if body is None:
             break
+        reap()
         req = marshal.loads(body)  # from the pipeline (trusted)
         seq += 1
         try:
@@ -337,6 +433,9 @@ def main():
         except Exception as e:
             resp = {"error": f"supervisor failed: {e!r}"}
         wire.write(wfd, resp)
+    reap(block=True)
+    if _JUDGE[0] is not None:
+        _JUDGE[0].close()
 
 
 if __name__ == "__main__":
