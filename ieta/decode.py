@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ieta.cpu_path import native_bf16
 from ieta.int8 import Int8Matmul
 
 #: Hugging Face ``model_type`` values with the Llama block layout this decoder implements
@@ -84,7 +85,7 @@ class FloatMatmul:
         self.bias = None if bias is None else bias.detach().to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -131,7 +132,10 @@ class Decoder:
         self.blocks = [_Block(layer, matmul, self.act) for layer in base.model.layers]
         self.embed = base.get_input_embeddings().weight.detach()
         self.norm = base.model.norm.weight.detach().to(self.act)
-        self.head = matmul(*_fused([base.get_output_embeddings()]))
+        head = _fused([base.get_output_embeddings()])
+        # int8 with native bf16: the LM head (151k x 896 on Qwen2.5) in bf16, as fast as int8 there (its output is
+        # 64 x 151k: int8 pays 3 passes over it to rescale) and closer to the float logits that greedy decoding ranks
+        self.head = FloatMatmul(*head, torch.bfloat16) if compute == "int8" and native_bf16() else matmul(*head)
         positions = torch.arange(length, device=self.embed.device)
         cos, sin = base.model.rotary_emb(self.embed.new_zeros(1, dtype=torch.float32), positions[None])
         self.cos, self.sin = cos[0].to(self.act), sin[0].to(self.act)
@@ -142,6 +146,7 @@ class Decoder:
         self.pos = torch.zeros(capacity, dtype=torch.long, device=self.embed.device)
         self.last = torch.zeros(capacity, dtype=torch.long, device=self.embed.device)
         self.rows, self.length = 0, length
+        self.prefix: list[int] = []
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.embed).to(self.act)
@@ -158,24 +163,39 @@ class Decoder:
         gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
         return x + block.down(F.silu(gate) * up)
 
+    def share_prefix(self, prefix: list[int]) -> None:
+        """Compute the KV cache of ``prefix`` (the tokens every prompt starts with: the chat template's system turn
+        and instructions) once; each :meth:`prefill` of a prompt starting with it copies it instead."""
+        if self.rows:
+            raise ValueError("share_prefix comes before the first prefill")
+        self.prefill([*prefix, 0], 1)
+        self.prefix = list(prefix)
+        self.prefix_kv = self.k[:, 0, :, : len(prefix)].clone(), self.v[:, 0, :, : len(prefix)].clone()
+        self.rows = 0
+
     def prefill(self, ids: list[int], n: int) -> None:
         """Append ``n`` rows continuing ``ids``: all tokens but the last go into the cache once (then copied to the
         ``n`` rows); the last is each row's pending token."""
         if self.rows + n > self.k.shape[1] or len(ids) + 1 > self.length:
             raise ValueError("the decoder's rows or length are exhausted")
         rows, t = slice(self.rows, self.rows + n), len(ids) - 1
-        if t:
-            x = self._embed(torch.tensor(ids[:-1], device=self.embed.device))
-            cos, sin = self.cos[:t, None], self.sin[:t, None]
+        shared = len(self.prefix) if self.prefix and len(self.prefix) <= t and ids[: len(self.prefix)] == self.prefix else 0
+        if shared:
+            self.k[:, rows, :, :shared], self.v[:, rows, :, :shared] = (kv[:, None] for kv in self.prefix_kv)
+        if t > shared:
+            x = self._embed(torch.tensor(ids[shared:-1], device=self.embed.device))
+            cos, sin = self.cos[shared:t, None], self.sin[shared:t, None]
+            # causal, the shared prefix visible to every new token
+            mask = None if not shared else self.positions[:t][None, :] <= self.positions[shared:t][:, None]
             for i, block in enumerate(self.blocks):
                 q, k, v = self._qkv(block, x, cos, sin)
-                k, v = k.transpose(0, 1), v.transpose(0, 1)  # (kv_heads, t, head_dim)
-                self.k[i, rows, :, :t], self.v[i, rows, :, :t] = k, v
+                self.k[i, rows, :, shared:t], self.v[i, rows, :, shared:t] = k.transpose(0, 1), v.transpose(0, 1)
                 if i == len(self.blocks) - 1:
                     break  # the last block's outputs at prompt positions feed nothing: only its K and V are kept
-                attended = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k[None], v[None], is_causal=True,
-                                                          scale=self.scaling, enable_gqa=True)
-                x = self._mlp(block, x, attended[0].transpose(0, 1).reshape(t, -1))
+                keys, values = self.k[i, rows.start, :, :t][None], self.v[i, rows.start, :, :t][None]
+                attended = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys, values, attn_mask=mask,
+                                                          is_causal=mask is None, scale=self.scaling, enable_gqa=True)
+                x = self._mlp(block, x, attended[0].transpose(0, 1).reshape(t - shared, -1))
         self.pos[rows], self.last[rows] = t, ids[-1]
         self.rows += n
 

@@ -24,8 +24,9 @@ from ieta.decode import Decoder, unsupported
 from ieta.int8 import int8_linears
 from ieta.prompts import build_prompt, extract_completion, stop_strings
 
-#: top-p looks for the nucleus among this many most likely tokens first (exact; a full sort only when it is wider).
-_NUCLEUS_CANDIDATES = 1024
+#: top-p looks for the nucleus among the most likely tokens first, this many, then more (exact: a row whose
+#: candidates hold less than top_p of the mass tries the next size, and at last a full sort)
+_NUCLEUS_CANDIDATES = (64, 1024)
 #: spare KV-cache columns allocated at once (a copy of the cache every this many steps, not every step)
 _CACHE_ROOM = 128
 #: most prompts prefilled in one forward (they are sorted by length, so a group pads little)
@@ -40,11 +41,17 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     probs = (logits.float() / temperature).softmax(-1)
     if top_p >= 1:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    top, idx = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
-    wide = (top.sum(-1) < top_p).nonzero().squeeze(-1)
-    tokens = _nucleus_sample(top, idx, top_p, generator)
-    if len(wide):  # a nucleus wider than the candidates: sort those rows fully
-        tokens[wide] = _nucleus_sample(*probs[wide].sort(dim=-1, descending=True), top_p, generator)
+    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    rows = torch.arange(probs.shape[0], device=probs.device)
+    for k in _NUCLEUS_CANDIDATES:
+        top, idx = (probs if len(rows) == len(probs) else probs[rows]).topk(min(k, probs.shape[-1]), dim=-1)
+        inside = top.sum(-1) >= top_p
+        if inside.any():
+            tokens[rows[inside]] = _nucleus_sample(top[inside], idx[inside], top_p, generator)
+        rows = rows[~inside]
+        if not len(rows):
+            return tokens
+    tokens[rows] = _nucleus_sample(*probs[rows].sort(dim=-1, descending=True), top_p, generator)
     return tokens
 
 
@@ -208,13 +215,27 @@ class _Batch:
             self.mask = self.mask[:, lead:]
 
 
+#: a prefix shared by every prompt is prefilled once when at least this many tokens long
+_SHARED_PREFIX = 16
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    first, end = seqs[0], min(len(s) for s in seqs) - 1  # each prompt keeps >= 1 token of its own
+    common = next((j for j in range(end) if any(s[j] != first[j] for s in seqs)), max(end, 0))
+    return first[:common]
+
+
 def _decoder_batch(model, tokenizer, prompts: list[str], compute: str, capacity: int, max_new_tokens: int,
                    stops: _Stops, eos: torch.Tensor) -> _DecoderBatch:
     ids = dict(zip(prompts, tokenizer(prompts)["input_ids"]))
     if min(len(i) for i in ids.values()) < 1:
         raise ValueError("prompts must be at least 1 token long")
     length = max(len(i) for i in ids.values()) + max_new_tokens + 1
-    return _DecoderBatch(Decoder(model, compute, capacity, length), tokenizer, ids, stops, eos)
+    decoder = Decoder(model, compute, capacity, length)
+    prefix = _common_prefix(list(ids.values())) if len(ids) > 1 else []
+    if len(prefix) >= _SHARED_PREFIX:
+        decoder.share_prefix(prefix)
+    return _DecoderBatch(decoder, tokenizer, ids, stops, eos)
 
 
 def uses_decoder(model) -> str | None:

@@ -119,3 +119,21 @@ def test_other_architectures_decode_through_the_model_forward():
     for quantize in ("none", "int8"):
         samples = generate(model, tok, ["def f(x):\n    return"], quantize=quantize, **kwargs)
         assert samples[0][0] == samples[0][1]
+
+
+@torch.inference_mode()
+def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits():
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=5).eval()
+    prefix = tok("You are a careful programmer. Complete the function below.\n")["input_ids"]
+    prompts = [prefix + tok(p)["input_ids"] for p in ("def f(x):\n    return", "import os")]
+    logits = []
+    for share in (False, True):
+        decoder = Decoder(model, "float32", capacity=4, length=64)
+        if share:
+            decoder.share_prefix(prefix)
+        for ids in prompts:
+            decoder.prefill(ids, 2)
+        logits.append(decoder.step())
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)
+    assert torch.allclose(logits[1][2], _reference_logits(model, prompts[1]), atol=1e-4)
