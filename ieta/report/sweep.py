@@ -114,7 +114,7 @@ def write_sweep_report(sweep_dir: Path, against: str | None = None) -> Path:
              "## Summary of Results", "", "Final iteration of each method. " + _uncertainty_note(groups), "",
              comparison_table(groups, finals), "",
              *[f"- {n}" for n in _column_notes(runs, finals, comparison_columns(groups))], "",
-             "### Change from the initial evaluation", "", change_table(initials, finals), ""]
+             "### Change from the initial evaluation", "", change_table(initials, finals, changes), ""]
     if comparisons:
         parts += [f"## Paired Comparison against {reference}", "", *paired_section(comparisons, runs, reference)]
     if turns := turn_table(groups):

@@ -82,17 +82,21 @@ def comparison_table(groups: dict[str, list[RunData]], finals: dict[str, dict[st
     return md_table(["Method", "Jobs", *map(display_name, cols)], rows)
 
 
-def change_table(initials: dict[str, dict[str, Estimate]], finals: dict[str, dict[str, Estimate]]) -> str:
-    """Initial vs final Pass@1 and execution rate per method."""
+def change_table(initials: dict[str, dict[str, Estimate]], finals: dict[str, dict[str, Estimate]],
+                 changes: dict[str, dict] | None = None) -> str:
+    """Initial vs final Pass@1 and execution rate per method; Δ with its paired 95% CI where per-problem results
+    were recorded (``changes``: label -> metric -> ``ieta.stats.PairedDifference``)."""
     rows = []
     for label in finals:
         row = [f"**{label}**"]
         for m in ("pass@1", "execution_rate"):
             a, b = initials[label].get(m), finals[label].get(m)
-            row += [f"{a.mean:.3f}", f"{b.mean:.3f}", f"{b.mean - a.mean:+.3f}"] if a and b else ["—"] * 3
+            paired = (changes or {}).get(label, {}).get(m)
+            delta = paired.interval() if paired is not None else f"{b.mean - a.mean:+.3f}" if a and b else "—"
+            row += [f"{a.mean:.3f}", f"{b.mean:.3f}", delta] if a and b else ["—"] * 3
         rows.append(row)
-    headers = ["Method", "Pass@1 initial", "Pass@1 final", "Δ Pass@1", "Exec. rate initial", "Exec. rate final",
-               "Δ Exec. rate"]
+    headers = ["Method", "Pass@1 initial", "Pass@1 final", "Δ Pass@1 [95% paired CI]", "Exec. rate initial",
+               "Exec. rate final", "Δ Exec. rate [95% paired CI]"]
     return md_table(headers, rows)
 
 
