@@ -43,8 +43,10 @@ def validate_sample(sample: object, problems: Mapping[str, Problem]) -> str | No
 
 def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bool) -> tuple[dict, object]:
     candidate = problem.prompt + completion
-    test = instrument_test(problem.test, (candidate + "\n").count("\n"))
+    offset = (candidate + "\n").count("\n")
+    test = instrument_test(problem.test, offset)
     req = {"candidate": candidate, "helpers": prompt_helpers(problem.prompt, problem.entry_point), "test": test.code,
+           "test_line_offset": offset,
            "entry_point": problem.entry_point, "timeout": min(config.timeout, 1.0) if trace else config.timeout,
            "trace": trace, "trace_max_events": config.trace_max_events, "trace_repr_chars": config.trace_repr_chars}
     return req, test

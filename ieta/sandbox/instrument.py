@@ -78,19 +78,28 @@ class _Rewriter(ast.NodeTransformer):
         return ast.copy_location(ast.Expr(call), node)
 
 
-@lru_cache(maxsize=4096)
 def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
-    """Rewrite and compile ``test_src``; line numbers are shifted by ``line_offset`` to match the program."""
+    """Rewrite and compile ``test_src``; ``assert_lines`` are shifted by ``line_offset`` to match the program.
+
+    The code itself keeps the test's own line numbers (one compile per test, whatever the completion);
+    the judge adds ``line_offset`` to the lines of test frames it reports.
+    """
+    base = _instrument(test_src)
+    return InstrumentedTest(base.code, base.n_asserts, base.assert_src,
+                            tuple(n + line_offset for n in base.assert_lines), base.modules)
+
+
+@lru_cache(maxsize=4096)
+def _instrument(test_src: str) -> InstrumentedTest:
     tree = ast.parse(test_src)
     rw = _Rewriter(test_src)
     tree = ast.fix_missing_locations(rw.visit(tree))
-    ast.increment_lineno(tree, line_offset)
     imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
     modules = {a.name.split(".")[0] for n in imports if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module.split(".")[0] for n in imports if isinstance(n, ast.ImportFrom) and n.module}
     code = compile(tree, "<test>", "exec", dont_inherit=True)
-    return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts),
-                            tuple(n + line_offset for n in rw.lines), tuple(sorted(modules)))
+    return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts), tuple(rw.lines),
+                            tuple(sorted(modules)))
 
 
 @lru_cache(maxsize=4096)

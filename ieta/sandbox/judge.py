@@ -110,7 +110,7 @@ def clean_record(rec, where=None):
     return out
 
 
-def exc_record(e, where=None):
+def exc_record(e, where=None, offset=0):
     """Record of an exception seen in this process (the candidate's own come with their record)."""
     rec = getattr(e, "ieta_record", None)
     if rec is not None:
@@ -119,7 +119,7 @@ def exc_record(e, where=None):
     tb = e.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == "<test>":
-            frames.append(("<test>", tb.tb_frame.f_code.co_name, tb.tb_lineno))
+            frames.append(("<test>", tb.tb_frame.f_code.co_name, tb.tb_lineno + offset))
         tb = tb.tb_next
     try:
         message = str(e)[:500]
@@ -189,6 +189,7 @@ def run(req, reply_fd, call_fd, report_fd):
     state = {"first": None, "gone": None, "traced": 0, "resource": False}
     passed, failed = set(), set()
     max_events, repr_chars = req["trace_max_events"], req["trace_repr_chars"]
+    offset = req.get("test_line_offset", 0)
 
     def receive():
         """The next answer from the candidate's process, forwarding trace events on the way."""
@@ -259,7 +260,7 @@ def run(req, reply_fd, call_fd, report_fd):
             raise
         except BaseException as e:
             state["resource"] |= isinstance(e, (MemoryError, RecursionError))
-            record_fail(idx, exc_record(e, idx))
+            record_fail(idx, exc_record(e, idx, offset))
             # go on to the next assert after ordinary errors only; resource errors would just repeat
             if top and isinstance(e, Exception) and not isinstance(e, (MemoryError, RecursionError)):
                 return
@@ -314,7 +315,7 @@ def run(req, reply_fd, call_fd, report_fd):
         except BaseException as e:
             state["resource"] |= isinstance(e, (MemoryError, RecursionError))
             if state["first"] is None:
-                rec = exc_record(e)
+                rec = exc_record(e, None, offset)
                 rec["phase"] = "test"
                 emit("error", rec)
             errored = True

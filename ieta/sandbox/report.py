@@ -83,7 +83,14 @@ def build_record(resp: dict, candidate: str, test_src: str, entry_point: str, te
         return sandbox_error(test, f"unreadable judge report ({type(e).__name__}: {e})")
 
 
+_RESPONSE = {"status": int, "judge_status": int, "timed_out": bool, "duration": (int, float), "maxrss_kb": int,
+             "out_head": bytes, "out_tail": bytes, "out_total": int, "report": bytes, "confined": bool}
+
+
 def _verdict(resp, candidate, test_src, entry_point, test, config):
+    bad = [k for k, t in _RESPONSE.items() if not isinstance(resp.get(k), t)]
+    if bad:
+        raise ValueError(f"malformed supervisor response (fields {bad})")
     lines = _program_lines(candidate, test_src, entry_point)
     rec = _blank(test)
     events = parse_report(resp["report"])
