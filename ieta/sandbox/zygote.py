@@ -73,6 +73,8 @@ def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
         if cfg["backend"] == "bwrap":
             _exec_bwrap(req, cfg)
         serve.run(req, CALL_FD, REPLY_FD)
+    except BaseException as e:
+        os.write(2, f"{type(e).__name__}: {e}\n".encode())
     finally:
         os._exit(1)
 
@@ -142,16 +144,10 @@ BWRAP_BOOT = ("import marshal, sys, types; f = open('/tmp/.ieta-req', 'rb'); req
 
 def _exec_bwrap(req, cfg):
     """Re-run the candidate's side inside bubblewrap (its own user/pid/net/ipc/uts namespaces)."""
-    import marshal
-
-    mods = []
-    for name in ("wire", "tracer", "serve"):
-        with open(os.path.join(cfg["sandbox_dir"], name + ".py")) as f:
-            mods.append((name, f.read()))
     with open("/tmp/.ieta-req", "wb") as f:  # read and deleted before candidate code runs
-        f.write(marshal.dumps((req, mods)))
+        f.write(marshal.dumps((req, cfg["bwrap_modules"])))
     args = [cfg["bwrap"], "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-            "--bind", "/tmp", "/tmp", "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
+            "--bind", "/tmp", "/tmp", "--proc", "/proc", "--dev-bind", "/dev", "/dev", "--chdir", "/tmp",
             "--", cfg["python"], "-I", "-S", "-c", BWRAP_BOOT]
     os.execv(args[0], args)
 
@@ -403,6 +399,11 @@ def main():
             __import__(name)
         except Exception:
             pass
+    if cfg["backend"] == "bwrap":  # read now: the sandbox's files are not in the minimal root
+        cfg["bwrap_modules"] = []
+        for name in ("wire", "tracer", "serve"):
+            with open(os.path.join(cfg["sandbox_dir"], name + ".py")) as f:
+                cfg["bwrap_modules"].append((name, f.read()))
     cg, cg_note = open_cgroup(cfg) if cfg["namespaces"] else (None, "none: namespaces disabled")
     info = isolate.enter(cfg)
     info["uid_drop"] = bool(cfg["drop_uid"] and info["root"])
