@@ -186,7 +186,9 @@ class Episodes:
                               step=step)
         rewards, rows = [], []
         for task, ts, fin, fst in zip(task_ids, turns, final, first):
-            scored = fin["outcome"] != SANDBOX_ERROR and not self.canaries.is_canary(task)
+            uses_first = any(s.reward_weights.get(k) for k in ("first", "improvement"))
+            verdicts = (fin, fst) if uses_first else (fin,)
+            scored = all(r["outcome"] != SANDBOX_ERROR for r in verdicts) and not self.canaries.is_canary(task)
             terms = episode_terms(ts, fin, fst, s.execution_reward)
             reward = sum(s.reward_weights.get(k, 0.0) * v for k, v in terms.items()) if scored else None
             rewards.append(reward)
