@@ -12,6 +12,8 @@ from ieta.config import compose_config
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
+# W&B is never online in tests; the tests of the mode logic remove this and any credentials themselves
+os.environ["WANDB_MODE"] = "offline"
 
 TINY = ["model=tiny", "dataset.limit=2", "iteration.num_iterations=1", "iteration.steps_per_iteration=2",
         "sampler.n=2", "sampler.train_n=2", "sampler.max_new_tokens=16", "sampler.batch_size=4", "ks=[1,2]",
