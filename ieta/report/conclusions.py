@@ -77,7 +77,7 @@ def run_conclusions(run: RunData, metrics: pd.DataFrame, errors: pd.DataFrame,
                     "were recorded, so the change was not tested." for m in ("pass@1", "execution_rate") if m in first]
         p1 = metrics[metrics.metric == "pass@1"]
         best = int(p1.loc[p1.value.idxmax(), "iteration"]) if not p1.empty else final_it
-        if best != final_it:
+        if best != final_it and p1.value.max() > last["pass@1"].mean:
             d = change([run], before=best, after=final_it).get("pass@1")
             tested = f"the final against it: {verdict(d)}" if d else "not tested (no per-problem results)"
             out.append(f"Pass@1 peaked at iteration {best} ({p1[p1.iteration == best].value.iloc[0]:.3f}), above the "
