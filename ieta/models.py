@@ -122,20 +122,15 @@ def resolve_path(path: str) -> str:
     return str(embedded_dir()) if path == "embedded" else path
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them bf16 matmuls are emulated and slower than fp32 (measured 2-4x here)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pick_device() -> tuple[str, torch.dtype]:
-    """CUDA with bf16 when a GPU is present; on CPU, bf16 only where the CPU computes it natively, else fp32."""
+    """CUDA with bf16 when a GPU is present; on CPU, bf16 where the CPU computes it natively (AVX512-BF16 or AMX,
+    from ``torch.cpu.get_capabilities()``: training steps run on bf16 GEMMs there), else fp32. The sampler picks its
+    own arithmetic per CPU kind (:mod:`ieta.cpu_path`: int8 on VNNI without AMX, whatever the model's dtype)."""
+    from ieta.cpu_path import native_bf16
+
     if torch.cuda.is_available():
         return "cuda", torch.bfloat16
-    return "cpu", torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return "cpu", torch.bfloat16 if native_bf16() else torch.float32
 
 
 def _load_hint(path: str) -> str:

@@ -91,3 +91,16 @@ def test_corrupt_or_missing_weights_name_the_directory(tmp_path, monkeypatch, da
     with pytest.raises(ModelLoadError, match=f"the directory {directory} is incomplete or corrupt") as e:
         load_model(str(directory), torch.float32, "cpu")
     assert ("delete it and IETA converts the embedded model again" in str(e.value)) == (where != "local")
+
+
+def test_cpu_dtype_follows_the_cpu_capabilities(monkeypatch):
+    """bf16 weights where bf16 is native (AMX, AVX512-BF16), else fp32; read from torch.cpu.get_capabilities()."""
+    import ieta.cpu_path
+    from ieta.models import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for caps, dtype in (({"amx_bf16": True, "avx512_bf16": True}, torch.bfloat16),
+                        ({"avx512_vnni": True, "avx512_bf16": True}, torch.bfloat16),
+                        ({"avx512_vnni": True}, torch.float32), ({}, torch.float32)):
+        monkeypatch.setattr(ieta.cpu_path, "capabilities", lambda caps=caps: caps)
+        assert pick_device() == ("cpu", dtype)

@@ -164,8 +164,8 @@ def main(argv: list[str]) -> int:
 
     torch.manual_seed(0)
     texts, seconds = _ours(model, tok, prompts, args)
-    ours = count_tokens(tok, texts, stops) / seconds
     generated = count_tokens(tok, texts, stops)
+    ours = generated / seconds
     rows = {"ieta sampler": (generated, seconds)}
     print(f"{'ieta sampler':17s} {compute} batch {args.batch_size}: {generated:6d} tokens {seconds:7.1f} s "
           f"{ours:7.1f} tokens/s")
@@ -200,11 +200,11 @@ def main(argv: list[str]) -> int:
         strongest = max(refs, key=refs.get)
         print(f"speed-up          {ours / refs[strongest]:7.2f}x the strongest reference ({strongest}); "
               + ", ".join(f"{ours / r:.2f}x {k}" for k, r in refs.items()))
-    _roofline(model, compute, args, ours, tok, prompts, texts)
+    _roofline(model, compute, args, ours, tok, prompts)
     return 0
 
 
-def _roofline(model, compute: str, args, ours: float, tok, prompts, texts) -> None:
+def _roofline(model, compute: str, args, ours: float, tok, prompts) -> None:
     cfg = model.config
     prompt_mean = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
     context = int(prompt_mean + args.max_new_tokens / 2)  # cached tokens per row at a typical step
