@@ -201,6 +201,20 @@ CASES = {
                           "crashed"),
     "code_object_reply": ("    import os, marshal\n    body = marshal.dumps(('ret', (lambda: 4).__code__))\n"
                           "    os.write(4, len(body).to_bytes(4, 'little') + body)\n    return a + b\n", "crashed"),
+    # what a sample can do as itself: reported by the test below
+    "privileges": (
+        "    import os, ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    print('UID', os.getuid(), os.geteuid())\n"
+        "    for line in open('/proc/self/status'):\n        if line.startswith(('Cap', 'NoNewPrivs')):\n"
+        "            print('STATUS', line.split()[0], line.split()[1])\n"
+        "    for name, flag in (('user', 0x10000000), ('mount', 0x00020000), ('net', 0x40000000)):\n"
+        "        print('UNSHARE', name, libc.unshare(flag))\n"
+        "    print('MOUNT', libc.mount(b'tmpfs', b'/usr', b'tmpfs', 0, None))\n"
+        "    print('UMOUNT', libc.umount2(b'/proc', 2))\n"
+        "    for f in (os.setuid, os.setgid):\n        try:\n            f(0)\n            print('SETID0 ok')\n"
+        "        except OSError:\n            print('SETID0 refused')\n"
+        "    print('HOME', sorted(os.listdir(os.path.expanduser('~'))) if os.path.isdir(os.path.expanduser('~')) else None)\n"
+        "    return a + b\n", "failed"),
     "close_reply_and_hang": ("    import os, time\n    os.close(4)\n    time.sleep(100)\n", "crashed"),
 }
 # (problem, completion, expected outcome): the test calls the prompt's helpers, not the candidate's
@@ -290,6 +304,20 @@ def test_proc_shows_only_the_samples_own_processes(batch):
 def _cmdline(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def test_an_unprivileged_uid_without_capabilities_that_cannot_undo_anything(batch):
+    out = batch[0]["privileges"]["stdout_tail"]
+    fields = [line.split() for line in out.splitlines()]
+    uid = next(f for f in fields if f[0] == "UID")
+    assert uid[1] == uid[2] and int(uid[1]) != 0
+    status = {f[1]: f[2] for f in fields if f[0] == "STATUS"}
+    assert status["NoNewPrivs:"] == "1"
+    assert all(set(status[k]) == {"0"} for k in ("CapInh:", "CapPrm:", "CapEff:", "CapAmb:")), status
+    # (printed once per call of the candidate)
+    assert {f[2] for f in fields if f[0] == "UNSHARE"} == {"-1"}, out
+    assert {f[1] for f in fields if f[0] in ("MOUNT", "UMOUNT")} == {"-1"}, out
+    assert {f[1] for f in fields if f[0] == "SETID0"} == {"refused"}, out
 
 
 def test_no_host_command_line_in_any_output(batch):

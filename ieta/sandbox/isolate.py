@@ -21,7 +21,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
 _ARCH = os.uname().machine
 SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
        "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
@@ -170,22 +170,32 @@ def _drop_caps():
 
 
 def drop_privileges(info, uid, nested_userns_ok=False):
-    """Become ``uid`` (root mode) or uid ``INNER_UID`` of a nested user namespace; no capabilities."""
+    """Become uid ``INNER_UID`` of a nested user namespace, without capabilities, that may not nest further.
+
+    As root the process first becomes the per-worker ``uid`` (the namespace maps to it); as an ordinary
+    user the namespace maps to the zygote's uid 0, i.e. the user.  ``nested_userns_ok`` (bwrap) leaves
+    further nesting allowed.  Where the kernel refuses the namespace as root, the uid drop alone stays.
+    """
+    outer = 0
     if info["root"]:
         if not info["uid_drop"]:
             return
         os.setgroups([])  # leaving uid 0 clears every capability set; no_new_privs keeps them from coming back
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    elif "user" in info["namespaces"]:
-        if _libc.unshare(CLONE_NEWUSER) != 0:
-            raise OSError(ctypes.get_errno(), _err("nested user namespace"))
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # else /proc/self stays root's and the maps cannot be written
+        outer = uid
+    elif "user" not in info["namespaces"]:
+        return
+    if _libc.unshare(CLONE_NEWUSER) == 0:
         _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{INNER_UID} 0 1")
-        _write("/proc/self/gid_map", f"{INNER_UID} 0 1")
+        _write("/proc/self/uid_map", f"{INNER_UID} {outer} 1")
+        _write("/proc/self/gid_map", f"{INNER_UID} {outer} 1")
         if not nested_userns_ok:
             _write("/proc/sys/user/max_user_namespaces", "0")
         _drop_caps()
+    elif not info["root"]:
+        raise OSError(ctypes.get_errno(), _err("nested user namespace"))
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 

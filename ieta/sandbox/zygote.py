@@ -66,7 +66,10 @@ def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
         os.chdir("/tmp" if info["minimal_root"] else req["tmp"])
         _child_common(cfg)
     except BaseException as e:  # no CONFINED mark: the parent records a sandbox_error, never a verdict
-        os.write(2, f"sandbox setup failed: {e!r}\n".encode())
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        os.write(2, f"sandbox setup failed in {tb.tb_frame.f_code.co_name}: {e!r}\n".encode())
         os._exit(SETUP_FAILED)
     os.write(1, CONFINED)
     try:
