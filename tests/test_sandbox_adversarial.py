@@ -6,7 +6,6 @@ All cases run in one batch (two workers, short timeouts); the checks below read 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pwd
@@ -282,6 +281,11 @@ def test_no_false_pass_and_right_outcome(batch, name):
 def test_helpers_are_the_problems_own(batch, name):
     rec = batch[0][name]
     assert rec["outcome"] == HELPER_CASES[name][2], (rec["outcome"], rec["message"], rec["first_failure"])
+
+
+def test_a_non_data_result_fails_with_a_message_saying_so(batch):
+    for name in ("always_equal", "eq_raises", "huge_repr", "generator_result"):
+        assert "non-data" in batch[0][name]["message"], (name, batch[0][name]["message"])
 
 
 def test_no_sample_can_claim_a_sandbox_error(batch):

@@ -39,10 +39,22 @@ def _mentions(node: ast.AST, name: str) -> bool:
 class _Rewriter(ast.NodeTransformer):
     def __init__(self, source: str):
         self.source = source
+        self.src_lines = source.splitlines(keepends=True)
         self.asserts: list[str] = []
         self.lines: list[int] = []
         self.candidate = "candidate"
         self.top_level: set[int] = set()
+
+    def _segment(self, node: ast.AST) -> str:
+        """``ast.get_source_segment`` without re-splitting the whole source for every assert."""
+        lines = self.src_lines[node.lineno - 1:node.end_lineno]
+        if not lines:
+            return ""
+        if len(lines) == 1:
+            return lines[0].encode()[node.col_offset:node.end_col_offset].decode(errors="replace")
+        first, last = lines[0].encode()[node.col_offset:].decode(errors="replace"), \
+            lines[-1].encode()[:node.end_col_offset].decode(errors="replace")
+        return first + "".join(lines[1:-1]) + last
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         if node.name == "check" and node.args.args:
@@ -58,7 +70,7 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         idx = len(self.asserts)
-        self.asserts.append((ast.get_source_segment(self.source, node) or ast.unparse(node))[:500])
+        self.asserts.append((self._segment(node) or ast.unparse(node))[:500])
         self.lines.append(node.lineno)
         test = node.test
         # a two-operand comparison keeps its operands, so the judge can report expected/actual

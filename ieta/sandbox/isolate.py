@@ -21,7 +21,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 38, 47
 _ARCH = os.uname().machine
 SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
        "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
@@ -37,6 +37,8 @@ FIXES = {
 }
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+_CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+_CAP_DATA = (ctypes.c_uint32 * 6)()                  # all sets empty (built here, not in each child)
 
 
 def _err(what):
@@ -50,8 +52,11 @@ def _mount(src, target, fstype, flags, data=None):
 
 
 def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
+    fd = os.open(path, os.O_WRONLY)  # not open(): far fewer objects touched in a freshly forked child
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _bind(src, target, readonly=True):
@@ -159,13 +164,14 @@ def limits(cfg):
 
 
 def _drop_caps():
-    """No capability left: empty effective/permitted/inheritable/ambient sets and bounding set."""
+    """No capability left: empty effective, permitted, inheritable and ambient sets.
+
+    The bounding set is left alone (64 calls that cost more than the rest of the confinement): it only
+    caps what an ``execve`` could grant, and with ``no_new_privs`` and a non-root uid (the only one
+    mapped) an ``execve`` grants nothing.
+    """
     _libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    for cap in range(64):
-        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (ctypes.c_uint32 * 6)()
-    if _libc.syscall(SYS["capset"], header, data) != 0:
+    if _libc.syscall(SYS["capset"], _CAP_HEADER, _CAP_DATA) != 0:
         raise OSError(ctypes.get_errno(), _err("capset"))
 
 

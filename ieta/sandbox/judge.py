@@ -10,10 +10,12 @@ import builtins
 import marshal
 import os
 import socket
+import time
 
 import wire
 
 MAX_REPLY = 32 << 20
+FLUSH_S = 0.005  # passed asserts reach the supervisor at most this late (a timeout may lose that much)
 MAX_SAMPLES = 1000  # a judge process serves at most this many samples, then a fresh one takes over
 _OPS = {"Eq": lambda a, b: a == b, "NotEq": lambda a, b: a != b, "Lt": lambda a, b: a < b,
         "LtE": lambda a, b: a <= b, "Gt": lambda a, b: a > b, "GtE": lambda a, b: a >= b,
@@ -183,8 +185,20 @@ def _rss_kb():
 
 def run(req, reply_fd, call_fd, report_fd):
     """Judge one sample and stream the report; returns whether this process is fit for another sample."""
-    def emit(kind, payload):
-        wire.write(report_fd, (kind, payload))
+    pending, flushed = bytearray(), [time.monotonic()]
+
+    def flush():
+        view = memoryview(bytes(pending))
+        while view:
+            view = view[os.write(report_fd, view):]
+        pending.clear()
+        flushed[0] = time.monotonic()
+
+    def emit(kind, payload, lazy=False):
+        """Report an event; passed asserts (``lazy``) go out in batches, at most ``FLUSH_S`` late."""
+        pending.extend(wire.dumps((kind, payload)))
+        if not lazy:
+            flush()
 
     state = {"first": None, "gone": None, "traced": 0, "resource": False}
     passed, failed = set(), set()
@@ -222,6 +236,8 @@ def run(req, reply_fd, call_fd, report_fd):
         except ValueError:
             state["gone"] = ("unsendable", "the test passed an argument that is not plain data")
             raise Unsendable() from None
+        if pending and time.monotonic() - flushed[0] > FLUSH_S:  # the call may hang: report progress first
+            flush()
         data = memoryview(len(body).to_bytes(4, "little") + body)
         try:
             while data:
@@ -255,7 +271,8 @@ def run(req, reply_fd, call_fd, report_fd):
                 a, b = thunk()
                 ok = bool(_OPS[op](a, b))
         except Untrusted as e:  # the candidate answered with a non-data object: the assert fails
-            ok, op, msg = False, None, (lambda: str(e))
+            why = str(e)
+            ok, op, msg = False, None, (lambda: why)
         except (CandidateGone, Unsendable):
             raise
         except BaseException as e:
@@ -267,7 +284,7 @@ def run(req, reply_fd, call_fd, report_fd):
             raise AssertFailed() from None
         if ok:
             passed.add(idx)
-            emit("ok", idx)
+            emit("ok", idx, lazy=True)
             return
         info = {"exception": "AssertionError", "message": "", "frames": [], "assert": idx}
         if msg is not None:

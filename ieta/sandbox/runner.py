@@ -46,13 +46,18 @@ def resolve_bwrap(config: SandboxConfig) -> str:
 class Zygote:
     """A fork server for one worker slot; ``info`` says which isolation it managed to set up."""
 
-    def __init__(self, config: SandboxConfig, slot: int):
+    def __init__(self, config: SandboxConfig, slot: int, start: bool = True):
         self.config, self.slot = config, slot
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
-        self.start()
+        if start:
+            self.start()
 
     def start(self) -> None:
+        self.launch()
+        self.handshake()
+
+    def launch(self) -> None:
         cfg = self.config.to_dict() | {"sandbox_dir": SANDBOX_DIR, "preload": PRELOAD, "slot": self.slot,
                                        "python": sys.executable}
         if self.config.backend == "bwrap":
@@ -60,8 +65,11 @@ class Zygote:
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT.format(dir=SANDBOX_DIR)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ZYGOTE_ENV,
                                      close_fds=True, start_new_session=True, cwd="/")
+        wire.write(self.proc.stdin.fileno(), cfg)
+
+    def handshake(self) -> None:
+        """Read what isolation the launched zygote set up; refuse weaker isolation unless allowed."""
         try:
-            wire.write(self.proc.stdin.fileno(), cfg)
             body = wire.read_body(self.proc.stdout.fileno(), 1 << 20, time.monotonic() + 60)
             info = None if body is None else wire.loads(body)
         except (OSError, wire.BadData):
@@ -121,7 +129,15 @@ class Pool:
 
     def __init__(self, config: SandboxConfig):
         self.config = config
-        self.zygotes = [Zygote(config, slot) for slot in range(config.n_workers)]
+        self.zygotes = [Zygote(config, slot, start=False) for slot in range(config.n_workers)]
+        try:
+            for z in self.zygotes:  # start all at once, then wait for each
+                z.launch()
+            for z in self.zygotes:
+                z.handshake()
+        except BaseException:
+            self.close()
+            raise
         self.free: queue.Queue[Zygote] = queue.Queue()
         for z in self.zygotes:
             self.free.put(z)

@@ -52,8 +52,8 @@ def _child_common(cfg):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
-    """Become the candidate's process (never returns)."""
+def candidate_child(cfg, info, uid, out_w, call_r, reply_w, cg_fd, tmp):
+    """Become the candidate's process: confine, then wait for the program (never returns)."""
     try:
         os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
         os.dup2(out_w, 1)
@@ -63,7 +63,7 @@ def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
                         5 if cg_fd is not None else None)
         if cg_fd is not None:
             os.close(5)
-        os.chdir("/tmp" if info["minimal_root"] else req["tmp"])
+        os.chdir("/tmp" if info["minimal_root"] else tmp)
         _child_common(cfg)
     except BaseException as e:  # no CONFINED mark: the parent records a sandbox_error, never a verdict
         tb = e.__traceback__
@@ -73,6 +73,8 @@ def candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd):
         os._exit(SETUP_FAILED)
     os.write(1, CONFINED)
     try:
+        head = wire.read_exact(CALL_FD, 4)
+        req = marshal.loads(wire.read_exact(CALL_FD, int.from_bytes(head, "little")))  # from the zygote
         if cfg["backend"] == "bwrap":
             _exec_bwrap(req, cfg)
         serve.run(req, CALL_FD, REPLY_FD)
@@ -200,33 +202,73 @@ def _kill(pid):
         pass
 
 
+class Candidate:
+    """A candidate's process, spawned and confined ahead of its sample; it waits for the program on its call pipe."""
+
+    def __init__(self, cfg, info, seq, cg):
+        self.uid = cfg["base_uid"] + cfg["slot"] if info["uid_drop"] else os.geteuid()
+        self.tmp = None
+        if not info["minimal_root"]:  # weaker mode: a directory of the shared /tmp
+            self.tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ieta-{os.getpid()}-{seq}")
+            os.mkdir(self.tmp, 0o700)
+            os.chown(self.tmp, self.uid, self.uid)
+        self.cg_name = f"ieta-{os.getpid()}-{seq}"
+        cg_fd = _cgroup_dir(cg, self.cg_name, cfg)
+        if cg_fd is None:
+            self.cg_name = None
+        self.out_r, out_w = os.pipe()
+        call_r, self.call_w = os.pipe()
+        self.reply_r, reply_w = os.pipe()
+        self.flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
+        self.pid = isolate.spawn(self.flags)
+        if self.pid == 0:
+            for fd in (self.out_r, self.call_w, self.reply_r):
+                os.close(fd)
+            candidate_child(cfg, info, self.uid, out_w, call_r, reply_w, cg_fd, self.tmp)
+        for fd in (out_w, call_r, reply_w) + ((cg_fd,) if cg_fd is not None else ()):
+            os.close(fd)
+
+    def start(self, req):
+        """Hand it the program; False if it is already gone (its confinement failed)."""
+        body = marshal.dumps(req)
+        view = memoryview(len(body).to_bytes(4, "little") + body)
+        try:
+            while view:
+                view = view[os.write(self.call_w, view):]
+        except OSError:
+            return False
+        return True
+
+    def discard(self, cg):
+        _kill(self.pid)
+        for fd in (self.out_r, self.call_w, self.reply_r):
+            os.close(fd)
+        _reap_later(self.pid, self.cg_name, cg)
+
+
+_NEXT = [None]  # the candidate's process for the next sample, already confined
+
+
+def prespawn(cfg, info, seq, cg):
+    if _NEXT[0] is None:
+        _NEXT[0] = Candidate(cfg, info, seq, cg)
+
+
 def supervise(req, cfg, info, seq, cg=None):
     """Run one sample; returns the response."""
-    uid = cfg["base_uid"] + req["slot"] if info["uid_drop"] else os.geteuid()
-    if not info["minimal_root"]:  # weaker mode: a directory of the shared /tmp
-        req["tmp"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ieta-{os.getpid()}-{seq}")
-        os.mkdir(req["tmp"], 0o700)
-        os.chown(req["tmp"], uid, uid)
-    cg_name = f"ieta-{os.getpid()}-{seq}"
-    cg_fd = _cgroup_dir(cg, cg_name, cfg)
-    out_r, out_w = os.pipe()
-    call_r, call_w = os.pipe()
-    reply_r, reply_w = os.pipe()
+    cand, _NEXT[0] = _NEXT[0] or Candidate(cfg, info, seq, cg), None
+    uid, cpid, flags, out_r, cg_name = cand.uid, cand.pid, cand.flags, cand.out_r, cand.cg_name
     rep_r, rep_w = os.pipe()
     t0 = time.monotonic()
-    flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
-    cpid = isolate.spawn(flags)
-    if cpid == 0:
-        for fd in (out_r, call_w, reply_r, rep_r, rep_w):
-            os.close(fd)
-        candidate_child(req, cfg, info, uid, out_w, call_r, reply_w, cg_fd)
+    cand.start({k: v for k, v in req.items() if k not in ("helpers", "test")})
+    judge_req = {k: v for k, v in req.items() if k != "candidate"}
     try:
-        _judge(cfg, info, uid).submit(req, [reply_r, call_w, rep_w])
+        _judge(cfg, info, uid).submit(judge_req, [cand.reply_r, cand.call_w, rep_w])
     except OSError:  # it ended meanwhile (after an unhealthy sample): one fresh try
         _JUDGE[0].close()
         _JUDGE[0] = None
-        _judge(cfg, info, uid).submit(req, [reply_r, call_w, rep_w])
-    for fd in (out_w, call_r, call_w, reply_r, reply_w, rep_w) + ((cg_fd,) if cg_fd is not None else ()):
+        _judge(cfg, info, uid).submit(judge_req, [cand.reply_r, cand.call_w, rep_w])
+    for fd in (cand.call_w, cand.reply_r, rep_w):
         os.close(fd)
     out, report = _Capped(cfg["max_output_bytes"], len(CONFINED)), bytearray()
     poller = select.poll()
@@ -260,15 +302,15 @@ def supervise(req, cfg, info, seq, cg=None):
         if not done:
             _, cstatus, ru = os.wait4(cpid, 0)
         maxrss = ru.ru_maxrss
-        _reap_later(None, cg_name if cg_fd is not None else None, cg)
+        _reap_later(None, cg_name, cg)
     else:  # still serving: the verdict is in, so kill it and let the kernel tear its namespaces down meanwhile
         maxrss = _peak_rss_kb(cpid)
         _kill(cpid)
         cstatus = int(signal.SIGKILL)  # as a wait status: killed by SIGKILL
-        _reap_later(cpid, cg_name if cg_fd is not None else None, cg)
+        _reap_later(cpid, cg_name, cg)
     if not flags:
         _kill_uid(uid, info)
-        shutil.rmtree(req["tmp"], ignore_errors=True)
+        shutil.rmtree(cand.tmp, ignore_errors=True)
     while out_r in open_fds and poller.poll(0):  # what the sample's processes wrote before they died
         data = os.read(out_r, 65536)
         if not data:
@@ -422,6 +464,7 @@ def main():
     wire.write(wfd, info)
     gc.freeze()  # forked children then never walk (and copy) the zygote's objects in a collection
     seq = 0
+    prespawn(cfg, info, 1, cg)
     while True:
         try:
             body = wire.read_body(rfd, 1 << 30)
@@ -437,6 +480,9 @@ def main():
         except Exception as e:
             resp = {"error": f"supervisor failed: {e!r}"}
         wire.write(wfd, resp)
+        prespawn(cfg, info, seq + 1, cg)  # confined while the pipeline prepares the next request
+    if _NEXT[0] is not None:
+        _NEXT[0].discard(cg)
     reap(block=True)
     if _JUDGE[0] is not None:
         _JUDGE[0].close()
