@@ -20,6 +20,7 @@ Tokens are counted alike for everyone: each completion's text up to and includin
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -84,11 +85,11 @@ def count_tokens(tok, texts: list[str], stops: list[str]) -> int:
     return total
 
 
-def _ours(model, tok, prompts, args) -> tuple[list[str], float]:
-    t0 = time.perf_counter()  # the decoder's weight conversion is timed as part of sampling
+def _ours(model, tok, prompts, args) -> tuple[list[str], float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()  # the decoder's weight conversion counts as sampling time
     outputs = generate(model, tok, prompts, n=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        stops=stop_strings("chat"), seed=0, quantize=args.quantize, progress=False, **SETTINGS)
-    return [t for samples in outputs for t in samples], time.perf_counter() - t0
+    return [t for samples in outputs for t in samples], time.perf_counter() - t0, time.process_time() - c0
 
 
 @torch.inference_mode()
@@ -163,12 +164,12 @@ def main(argv: list[str]) -> int:
     compute = _print_path(model, args.quantize)
 
     torch.manual_seed(0)
-    texts, seconds = _ours(model, tok, prompts, args)
+    texts, seconds, cpu = _ours(model, tok, prompts, args)
     generated = count_tokens(tok, texts, stops)
     ours = generated / seconds
     rows = {"ieta sampler": (generated, seconds)}
     print(f"{'ieta sampler':17s} {compute} batch {args.batch_size}: {generated:6d} tokens {seconds:7.1f} s "
-          f"{ours:7.1f} tokens/s")
+          f"{ours:7.1f} tokens/s ({cpu:.1f} CPU s on {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})")
 
     best = torch.bfloat16 if device == "cpu" and native_bf16() else dtype
     references = [r for r in args.references.split(",") if r]

@@ -24,6 +24,7 @@ seconds per step and per completion token (TRL's ``completions/mean_length`` x t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -44,19 +45,21 @@ TRL_DEFAULTS = ["+method.trainer.bf16=true", "method.trainer.gradient_checkpoint
 
 
 class StepTimer(TrainerCallback):
-    """Wall seconds of each optimisation step, and of everything before the first one."""
+    """Wall seconds of each optimisation step, and of everything before the first one; ``cpu``: the process's CPU
+    seconds per step (on a shared machine, wall time / CPU time shows how much of the cores the run got)."""
 
     def __init__(self) -> None:
-        self.created, self.steps, self._t = time.perf_counter(), [], 0.0
+        self.created, self.steps, self.cpu, self._t = time.perf_counter(), [], [], (0.0, 0.0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.setup = time.perf_counter() - self.created
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
+        self._t = (time.perf_counter(), time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(time.perf_counter() - self._t)
+        self.steps.append(time.perf_counter() - self._t[0])
+        self.cpu.append(time.process_time() - self._t[1])
 
 
 def bench_pairs(tokenizer, count: int, prompt_format: str) -> list[dict]:
@@ -118,7 +121,9 @@ def grpo(args) -> int:
           f"{torch.get_num_threads()} threads")
     print(f"grpo          {step:6.1f} s/step (median of {len(timed)}; steps {', '.join(f'{t:.1f}' for t in timer.steps)}"
           f" s), {statistics.mean(tokens):.0f} completion tokens per step, "
-          f"{1000 * sum(timed) / sum(tokens):.1f} ms per completion token, setup {timer.setup:.1f} s")
+          f"{1000 * sum(timed) / sum(tokens):.1f} ms per completion token, "
+          f"{statistics.median(timer.cpu[args.warmup:]):.1f} CPU s/step, setup {timer.setup:.1f} s, "
+          f"load {os.getloadavg()[0]:.1f}")
     return 0
 
 
@@ -151,7 +156,8 @@ def main(argv: list[str]) -> int:
         step = statistics.median(timer.steps[args.warmup:])
         rows[name] = (step, timer.setup, total)
         print(f"{name:13s} trainer {dict(cfg.method.trainer) or '{}'}: {step:6.1f} s/step (median of "
-              f"{args.steps}), setup {timer.setup:6.1f} s, total {total:6.1f} s")
+              f"{args.steps}; {statistics.median(timer.cpu[args.warmup:]):.1f} CPU s/step on {torch.get_num_threads()} "
+              f"threads), setup {timer.setup:6.1f} s, total {total:6.1f} s, load {os.getloadavg()[0]:.1f}")
     if args.only_ieta:
         return 0
     (d_step, _, d_total), (o_step, _, o_total) = rows["TRL defaults"], rows["ieta"]
