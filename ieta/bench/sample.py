@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from ieta.config import SamplerConfig
+from ieta.config import compose_config, validate
 from ieta.cpu_path import capabilities, native_bf16
 from ieta.data import load_problems
 from ieta.decode import FloatMatmul
@@ -146,8 +146,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--problems", type=int, default=16, help="HumanEval prompts")
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="longest completion, everyone")
-    ap.add_argument("--batch-size", type=int, default=SamplerConfig.batch_size, help="sequences decoding together (ours)")
-    ap.add_argument("--quantize", default=SamplerConfig.quantize, choices=["auto", "int8", "none"],
+    defaults = validate(compose_config([])).sampler  # conf/sampler/hf.yaml
+    ap.add_argument("--batch-size", type=int, default=defaults.batch_size, help="sequences decoding together (ours)")
+    ap.add_argument("--quantize", default=defaults.quantize, choices=["auto", "int8", "none"],
                     help="the sampler's arithmetic; see sampler.quantize")
     ap.add_argument("--references", default="hf,cb", help="comma-separated: hf (batched generate), cb "
                     "(generate_batch); empty for none")
