@@ -19,15 +19,15 @@ def run_main(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 def test_main_dpo_tiny_writes_every_artefact(tmp_path):
     run_dir = tmp_path / "run"
-    run_main(run_dir, "method=dpo", "sampler.repair_turn=true", "method.pairs.strategies=[pass_fail,repair]")
+    run_main(run_dir, "method=dpo", "sampler.turns=2", "method.pairs.strategies=[pass_fail,repair]")
 
     info = read_json(run_dir / "run_info.json")
     assert info["method"] == "dpo" and info["device"] == "cpu" and info["num_eval_problems"] == 1
     metrics = read_json(run_dir / "metrics.json")
     assert [m["iteration"] for m in metrics] == [0, 1]
     for m in metrics:
-        assert {"pass@1", "pass@2", "execution_rate", "error_frequencies", "repair_pass@1"} <= m.keys()
-        assert m["repair_pass@1"] >= m["pass@1"]
+        assert {"pass@1", "pass@2", "execution_rate", "error_frequencies", "pass@1_turn2"} <= m.keys()
+        assert m["pass@1_turn2"] >= m["pass@1"]
         assert 0.0 <= m["execution_rate"] <= 1.0
 
     it = run_dir / "iter_1"
