@@ -170,6 +170,7 @@ def test_sandbox_info_states_isolation():
     info = sandbox_info(SandboxConfig(workers=1))
     assert {"namespaces", "uid_drop", "rlimits", "fallbacks", "lost", "cgroup", "oom_score_adj", "summary"} <= set(info)
     assert info["summary"].startswith("ns:pid,mnt,ipc") and "root:minimal" in info["summary"] and info["lost"] == []
+    assert info["cgroup"].startswith(("v2 at", "none:")) and info["oom_score_adj"] == 1000
 
 
 def test_weaker_isolation_is_refused_unless_allowed(problems):

@@ -6,6 +6,7 @@ All cases run in one batch (two workers, short timeouts); the checks below read 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -177,7 +178,6 @@ CASES = {
     "ctypes_read": ("    import ctypes\n    ctypes.string_at(id(a), 64)\n    return a + b\n", "failed"),
     "ctypes_write_small_int": ("    import ctypes\n    ctypes.c_uint32.from_address(id(4) + 24).value = 5\n"
                                "    return a + b\n", ("failed", "crashed")),
-    "answer_key_search": (ANSWER_KEY_SEARCH, "failed"),
     # always-equal and other non-data results
     "always_equal_str": ("    class S(str):\n        def __eq__(self, o):\n            return True\n    return S('x')\n",
                          "failed"),
@@ -252,17 +252,22 @@ def batch(tmp_path_factory):
         for k, v in fill.items():
             body = body.replace(k, v)
         samples.append({"task_id": IMPOSSIBLE.task_id, "completion": body, "case": name})
+    search = ANSWER_KEY_SEARCH.replace("{paths}", fill["{paths}"])
     samples += [{"task_id": p.task_id, "completion": body, "case": name} for name, (p, body, _) in HELPER_CASES.items()]
     ok = [{"task_id": SOLVABLE.task_id, "completion": "    return a + b\n", "case": f"ok{i}"} for i in range(4)]
     samples = ok[:2] + samples + ok[2:]  # the executor keeps working around the attacks
     config = SandboxConfig(timeout=1.5, cpu_seconds=5, memory_mb=256, max_file_mb=16, workers=2, max_processes=16,
                            trace_max_events=50)
     records = execute_samples([IMPOSSIBLE, SOLVABLE, CYCLIC, POLY], samples, config, progress=False)
+    # the walk over everything visible needs more than the batch's timeout on a loaded machine
+    slow = dataclasses.replace(config, timeout=20.0, cpu_seconds=20, trace=False)
+    records += execute_samples([IMPOSSIBLE], [{"task_id": IMPOSSIBLE.task_id, "completion": search,
+                                              "case": "answer_key_search"}], slow, progress=False)
     return {r["case"]: r for r in records}, sentinel, config
 
 
 def test_enough_cases():
-    assert len(CASES) >= 60 and len(HELPER_CASES) >= 6
+    assert len(CASES) >= 70 and len(HELPER_CASES) >= 6
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -293,6 +298,7 @@ def test_no_sample_can_claim_a_sandbox_error(batch):
 
 
 def test_no_answer_key_in_view(batch):
+    assert batch[0]["answer_key_search"]["outcome"] == "failed"
     out = batch[0]["answer_key_search"]["stdout_tail"]
     assert KEY_MARK not in out, out[:2000]
     assert batch[0]["answer_key_search"]["asserts_passed"] == 2  # it ran to the end
