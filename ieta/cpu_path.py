@@ -4,9 +4,11 @@ Three kinds of CPU, three paths (measured with ``python -m ieta.bench sample``, 
 
 - AMX (``amx_bf16``): bf16 everywhere; the tile units make bf16 GEMMs the fastest arithmetic there (on such a
   machine the bf16 sampler beat int8 ``torch._int_mm``: 81.1 against 72.9 tokens/s, issue 16).
-- AVX-512 VNNI without AMX (with or without ``avx512_bf16``): int8 x int8 GEMMs (``torch._int_mm``, VPDPBUSD) for
-  sampling, on fp32 activations. On this project's EPYC (VNNI + AVX512-BF16, no AMX) a 64-row GEMM of the model's
-  shapes ran at 620-780 GOP/s in int8, 330-390 GFLOP/s in bf16 and 105-145 GFLOP/s in fp32.
+- AVX512-BF16 without AMX (this project's EPYC, which has VNNI too): bf16. A 64-row GEMM of the model's shapes ran
+  at 620-780 GOP/s in int8, 330-390 GFLOP/s in bf16 and 105-145 GFLOP/s in fp32, but int8 cost quality: greedy
+  pass on the first 40 HumanEval problems through the pipeline was 29 in int8, 31 in bf16, 32 in fp32.
+- AVX-512 VNNI without native bf16: int8 x int8 GEMMs (``torch._int_mm``, VPDPBUSD) on fp32 activations (bf16 is
+  emulated there; int8 was ~2.5x fp32 end to end, at 91 against 94 greedy HumanEval-164 problems).
 - anything else: fp32 (bf16 without native support was 2-4x slower than fp32).
 """
 
@@ -40,11 +42,12 @@ def choose(caps: dict) -> CpuPath:
     """The fastest sampling path for a CPU with capability flags ``caps`` (``torch.cpu.get_capabilities()``)."""
     if caps.get("amx_bf16"):
         return CpuPath("bfloat16", "AMX-BF16", "AMX tiles compute bf16 GEMMs faster than int8 _int_mm there")
-    if caps.get("avx512_vnni"):
-        extra = " (avx512_bf16 too: bf16 GEMMs run at about half the int8 rate)" if caps.get("avx512_bf16") else ""
-        return CpuPath("int8", "AVX512-VNNI", "VNNI without AMX: int8 GEMMs are the fastest arithmetic" + extra)
     if caps.get("avx512_bf16"):
-        return CpuPath("bfloat16", "AVX512-BF16", "native bf16 dot products, no int8 VNNI")
+        return CpuPath("bfloat16", "AVX512-BF16", "native bf16 dot products; int8 VNNI GEMMs run ~2x faster here but "
+                       "lost greedy HumanEval problems (first 40: int8 29, bf16 31, fp32 32)")
+    if caps.get("avx512_vnni"):
+        return CpuPath("int8", "AVX512-VNNI", "VNNI without native bf16: int8 GEMMs ~4x fp32 (greedy HumanEval-164: "
+                       "91 against 94 in fp32)")
     return CpuPath("float32", "AVX2" if caps.get("avx2") else "baseline", "no native bf16 or int8 dot products")
 
 

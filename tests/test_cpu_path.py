@@ -19,7 +19,7 @@ AVX2 = {"avx2": True}
 
 def test_path_follows_capabilities():
     assert choose(AMX).compute == "bfloat16" and choose(AMX).isa == "AMX-BF16"
-    assert choose(VNNI_BF16).compute == "int8" and choose(VNNI).compute == "int8"
+    assert choose(VNNI_BF16).compute == "bfloat16" and choose(VNNI).compute == "int8"
     assert choose({"avx512_bf16": True}).compute == "bfloat16"
     assert choose(AVX2).compute == "float32" and choose({}).compute == "float32"
     assert native_bf16(AMX) and native_bf16(VNNI_BF16) and not native_bf16(VNNI) and not native_bf16({})

@@ -172,6 +172,8 @@ def main(argv: list[str]) -> int:
     print(f"{'ieta sampler':17s} {compute} batch {args.batch_size}: {generated:6d} tokens {seconds:7.1f} s "
           f"{ours:7.1f} tokens/s ({cpu:.1f} CPU s on {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})")
 
+    _roofline(model, compute, args, ours, tok, prompts)  # before the (slow) references
+
     best = torch.bfloat16 if device == "cpu" and native_bf16() else dtype
     references = [r for r in args.references.split(",") if r]
     if references and model.dtype != best:
@@ -202,7 +204,6 @@ def main(argv: list[str]) -> int:
         strongest = max(refs, key=refs.get)
         print(f"speed-up          {ours / refs[strongest]:7.2f}x the strongest reference ({strongest}); "
               + ", ".join(f"{ours / r:.2f}x {k}" for k, r in refs.items()))
-    _roofline(model, compute, args, ours, tok, prompts)
     return 0
 
 
