@@ -202,3 +202,22 @@ def test_bwrap_backend(problems):
     recs = execute_samples(problems, samples, SandboxConfig(backend="bwrap", workers=1, timeout=3), progress=False)
     assert [r["outcome"] for r in recs] == ["passed", "runtime_error"]
     assert recs[0]["isolation"].startswith("bwrap")
+
+
+def test_runs_from_a_venv_under_tmp(tmp_path):
+    """The sandbox assembles its root on a tmpfs; a Python prefix under /tmp must stay visible to the samples."""
+    import subprocess
+    import sys
+    import tempfile
+
+    venv = Path(tempfile.mkdtemp(prefix="ieta-venv-", dir="/tmp"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+        code = ("from ieta.execute import execute_samples, SandboxConfig; from ieta.data import Problem; "
+                "p = Problem('t/0', 'def f(x):\\n', 'def check(candidate):\\n    assert candidate(2) == 4\\n', 'f'); "
+                "print(execute_samples([p], [{'task_id': 't/0', 'completion': '    return 2 * x\\n'}], "
+                "SandboxConfig(workers=1), progress=False)[0]['outcome'])")
+        out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "passed", out.stderr[-2000:]
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)

@@ -26,7 +26,9 @@ _ARCH = os.uname().machine
 SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
        "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
 INNER_UID = 1000  # the sample's uid inside its nested user namespace (ordinary-user mode)
-ROOT = "/tmp"     # where the new root is assembled before pivot_root
+#: where the new root may be assembled before pivot_root: the first that holds none of the paths bound into it
+#: (a venv under /tmp would be hidden by a tmpfs mounted on /tmp)
+ASSEMBLY_DIRS = ("/tmp", "/mnt", "/media", "/srv", "/run", "/var/tmp")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 ETC_FILES = ("ld.so.cache", "localtime")
 FIXES = {
@@ -105,48 +107,58 @@ def _site_dirs():
     return sorted({os.path.realpath(d) for d in dirs if os.path.isdir(d)})
 
 
+def _assembly_dir():
+    needed = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *_site_dirs())]
+    for d in ASSEMBLY_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d) and not any((n + "/").startswith(d + "/") for n in needed):
+            return d
+    raise OSError(f"no directory to assemble the sandbox's root in: each of {ASSEMBLY_DIRS} holds the Python "
+                  f"prefix or its packages ({needed})")
+
+
 def _build_root(cfg, info):
-    _mount("tmpfs", ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
+    root = _assembly_dir()
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = "/" + top
         if os.path.islink(host):
-            os.symlink(os.readlink(host), f"{ROOT}/{top}")
+            os.symlink(os.readlink(host), f"{root}/{top}")
         elif os.path.isdir(host):
-            _bind(host, f"{ROOT}/{top}")
-    os.mkdir(f"{ROOT}/etc", 0o755)
+            _bind(host, f"{root}/{top}")
+    os.mkdir(f"{root}/etc", 0o755)
     for name in ETC_FILES:
         host = "/etc/" + name
         if os.path.islink(host):
-            os.symlink(os.readlink(host), f"{ROOT}/etc/{name}")
+            os.symlink(os.readlink(host), f"{root}/etc/{name}")
         elif os.path.isfile(host):
-            _bind(host, f"{ROOT}/etc/{name}")
-    os.mkdir(f"{ROOT}/dev", 0o755)
+            _bind(host, f"{root}/etc/{name}")
+    os.mkdir(f"{root}/dev", 0o755)
     for name in DEVICES:
-        _bind("/dev/" + name, f"{ROOT}/dev/{name}", readonly=False)
+        _bind("/dev/" + name, f"{root}/dev/{name}", readonly=False)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"{ROOT}/dev/{name}")
+        os.symlink(target, f"{root}/dev/{name}")
     for d in ("dev/shm", "tmp", "proc", ".old"):
-        os.mkdir(f"{ROOT}/{d}", 0o755)
+        os.mkdir(f"{root}/{d}", 0o755)
     # the host /proc stays under the sample's own /proc: the kernel lets a namespace mount a new proc
     # only where a full one is visible; the sample has no capability to unmount its own
-    _mount("/proc", f"{ROOT}/proc", None, MS_BIND | MS_REC)
+    _mount("/proc", f"{root}/proc", None, MS_BIND | MS_REC)
     prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
     for prefix in sorted(prefixes):
         if not prefix.startswith("/usr/"):
-            _bind(prefix, ROOT + prefix)
+            _bind(prefix, root + prefix)
     hidden = []
     for sp in _site_dirs():
-        if not os.path.isdir(ROOT + sp):
+        if not os.path.isdir(root + sp):
             continue
-        _mount("tmpfs", ROOT + sp, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755")
+        _mount("tmpfs", root + sp, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755")
         for name in cfg["packages"]:
             if os.path.exists(os.path.join(sp, name)):
-                _bind(os.path.join(sp, name), f"{ROOT}{sp}/{name}")
-        _mount(None, ROOT + sp, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+                _bind(os.path.join(sp, name), f"{root}{sp}/{name}")
+        _mount(None, root + sp, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
         hidden.append(sp)
     info["site_packages_hidden"] = hidden
-    os.chdir(ROOT)
+    os.chdir(root)
     if _libc.syscall(SYS["pivot_root"], b".", b".old") != 0:
         raise OSError(ctypes.get_errno(), _err("pivot_root"))
     os.chdir("/")
