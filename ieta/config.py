@@ -138,6 +138,11 @@ class ModelConfig(_Schema):
         _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), "model.dtype",
                f"must be one of auto, bfloat16, float16, float32; got {self.dtype!r}")
         _check(self.path != "tiny" or self.random_init is not None, "model.random_init", "is required when model.path=tiny")
+        if self.random_init and "shape" in self.random_init:
+            from ieta.model_shapes import shapes
+
+            _check(self.random_init["shape"] in shapes(), "model.random_init.shape",
+                   f"must be one of {shapes()}; got {self.random_init['shape']!r}")
 
 
 @dataclass

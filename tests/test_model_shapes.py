@@ -29,3 +29,12 @@ def test_other_keys_override_the_shape_and_unknown_shapes_are_named():
     with pytest.raises(ValueError, match="qwen2.5-1.5b"):
         random_config({"shape": "llama-70b"}, embedded_dir(with_weights=False))
     assert set(PUBLISHED) <= set(shapes())
+
+
+def test_model_random_composes_and_unknown_shapes_fail_at_config_time():
+    from ieta.config import ConfigError, compose_config, validate
+
+    cfg = validate(compose_config(["model=random", "model.random_init.shape=qwen2.5-7b"]))
+    assert cfg.model.random_init == {"shape": "qwen2.5-7b"} and cfg.model.path == "tiny"
+    with pytest.raises(ConfigError, match="model.random_init.shape"):
+        validate(compose_config(["model=random", "model.random_init.shape=gpt-5"]))
