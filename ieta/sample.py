@@ -273,7 +273,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: f
                 batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
                 room -= len(admitted)
             bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
-            bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue))
+            bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue), refresh=False)  # the bar redraws at its own pace
     bar.close()
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
