@@ -58,7 +58,8 @@ def test_sigkill_during_sampling_then_training_resumes_to_the_same_artefacts(tmp
         uninterrupted = subprocess.Popen([sys.executable, "-m", "ieta.main", *TINY, "method=dpo",
                                           f"hydra.run.dir={reference}"], stdout=out, stderr=subprocess.STDOUT)
     try:
-        run_until_killed(run, "ieta.sample:generate", 2, f"hydra.run.dir={run}")  # iteration 1's sampling
+        # generate calls: iteration 0's evaluation, its turn-2 revisions, then iteration 1's training samples
+        run_until_killed(run, "ieta.sample:generate", 3, f"hydra.run.dir={run}")
         assert [m["iteration"] for m in read_json(run / "metrics.json")] == [0]
         assert not (run / "iter_1" / "samples.jsonl").exists()
 
