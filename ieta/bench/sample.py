@@ -141,6 +141,10 @@ def _print_path(model, quantize: str) -> str:
     return compute
 
 
+def _random_init(args) -> dict | None:
+    return {"shape": args.shape} if args.shape else None
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m ieta.bench sample", description=__doc__.split("\n")[0])
     ap.add_argument("--problems", type=int, default=16, help="HumanEval prompts")
@@ -154,12 +158,16 @@ def main(argv: list[str]) -> int:
                     "(generate_batch); empty for none")
     ap.add_argument("--plain", type=int, default=0, help="also plain batch-1 fp32 generate on this many prompts")
     ap.add_argument("--model", default="embedded", help="'embedded', a Hub id or a local path")
+    ap.add_argument("--shape", default=None, help="a real architecture with random weights instead of --model "
+                    "(ieta.model_shapes: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b): speed and memory only")
     args = ap.parse_args(argv)
+    if args.shape:  # load_model(args.model, ...) below builds it: random weights, the embedded tokenizer
+        args.model = "tiny"
     tok = load_tokenizer(args.model)
     prompts = [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=args.problems)]
     stops = stop_strings("chat")
     device, dtype = pick_device()
-    model = load_model(args.model, dtype, device).eval()
+    model = load_model(args.model, dtype, device, random_init=_random_init(args)).eval()
     print(f"workload          {len(prompts)} prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
           f"{torch.get_num_threads()} threads")
     compute = _print_path(model, args.quantize)
@@ -177,7 +185,7 @@ def main(argv: list[str]) -> int:
     best = torch.bfloat16 if device == "cpu" and native_bf16() else dtype
     references = [r for r in args.references.split(",") if r]
     if references and model.dtype != best:
-        model = load_model(args.model, best, device).eval()
+        model = load_model(args.model, best, device, random_init=_random_init(args)).eval()
     runners = {"hf": ("hf generate", _hf_batched), "cb": ("hf generate_batch", _hf_continuous)}
     for name in references:
         label, run = runners[name]
@@ -192,7 +200,8 @@ def main(argv: list[str]) -> int:
         print(f"{label:17s} {str(model.dtype).removeprefix('torch.')} batch {len(prompts) * args.n}: {count:6d} tokens "
               f"{ref_seconds:7.1f} s {count / ref_seconds:7.1f} tokens/s")
     if args.plain:
-        model = model if model.dtype == torch.float32 else load_model(args.model, torch.float32, "cpu").eval()
+        model = model if model.dtype == torch.float32 else load_model(args.model, torch.float32, "cpu",
+                                                                      random_init=_random_init(args)).eval()
         torch.manual_seed(0)
         plain_texts, plain_seconds = _plain(model, tok, prompts[: args.plain], args)
         count = count_tokens(tok, plain_texts, stops)
