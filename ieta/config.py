@@ -92,6 +92,22 @@ class ConfigError(ValueError):
     """A config key has an invalid value; the message names the key and what is allowed."""
 
 
+def check_block(checks: list[tuple[bool, str, str]], key: str) -> None:
+    """Raise ``ConfigError`` for the first failing ``(ok, field, message)`` of the settings block ``key``."""
+    for ok, field_name, message in checks:
+        _check(ok, f"{key}.{field_name}", message)
+
+
+def parse_block(cls, raw, key: str):
+    """The settings block ``key`` (a dict, DictConfig or ``cls``) as a validated ``cls``; errors name ``key.<field>``."""
+    if isinstance(raw, cls):
+        return raw
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw or {}))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {key}.{e.full_key}: {e.msg.splitlines()[0]}") from None
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"invalid config: {key} {message}")

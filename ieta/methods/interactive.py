@@ -21,11 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ieta.canaries import CanaryMonitor, mix_in
-from ieta.config import ConfigError, RunConfig
+from ieta.config import RunConfig, check_block, parse_block
 from ieta.data import Problem, public_problem
 from ieta.execute import SandboxConfig, execute_samples
 from ieta.feedback import MODES, feedback
@@ -74,19 +72,12 @@ class InteractiveSettings:
             (any(w != 0 for w in self.reward_weights.values()), "reward_weights", "needs a non-zero weight"),
             (self.canaries >= 0, "canaries", "must be >= 0 (0 disables the hack-rate canaries)"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid config: method.interactive.{key} {message}")
+        check_block(checks, "method.interactive")
 
     @classmethod
     def from_config(cls, raw: Any) -> InteractiveSettings:
         """Validate ``cfg.method.interactive`` (a dict or DictConfig); errors name ``method.interactive.<key>``."""
-        if isinstance(raw, cls):
-            return raw
-        try:
-            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw or {}))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"invalid config: method.interactive.{e.full_key}: {e.msg.splitlines()[0]}") from None
+        return parse_block(cls, raw, "method.interactive")
 
 
 @dataclass

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ieta.canaries import mix_in
-from ieta.config import ConfigError, RunConfig
+from ieta.config import RunConfig, check_block, parse_block
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
 from ieta.io import read_jsonl, write_json
@@ -62,19 +60,12 @@ class RlaifSettings:
             (0 <= self.judge.neutral <= 1, "judge.neutral", "must be in [0, 1]"),
             (self.judge.max_field_chars >= 1, "judge.max_field_chars", "must be >= 1"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid config: method.rlaif.{key} {message}")
+        check_block(checks, "method.rlaif")
 
     @classmethod
     def from_config(cls, raw: Any) -> RlaifSettings:
         """Validate ``cfg.method.rlaif`` (a dict or DictConfig); errors name ``method.rlaif.<key>``."""
-        if isinstance(raw, cls):
-            return raw
-        try:
-            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw or {}))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"invalid config: method.rlaif.{e.full_key}: {e.msg.splitlines()[0]}") from None
+        return parse_block(cls, raw, "method.rlaif")
 
     @property
     def active_rewards(self) -> dict[str, float]:
