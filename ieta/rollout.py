@@ -38,15 +38,22 @@ def run_public(problems: list[Problem], samples: list[dict], cfg: RunConfig) -> 
 def sample_and_execute(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, n: int, temperature: float,
                        seed: int, out_dir: Path, prefix: str = "", weights: str | None = None) -> list[dict]:
     """Sample then execute, reusing ``<prefix>samples.jsonl``/``<prefix>executions.jsonl`` when a stage already ran."""
-    samples_path, executions_path = out_dir / f"{prefix}samples.jsonl", out_dir / f"{prefix}executions.jsonl"
+    return _staged(problems, cfg, out_dir / f"{prefix}samples.jsonl", out_dir / f"{prefix}executions.jsonl",
+                   lambda: sample(model, tokenizer, problems, cfg.sampler, n=n, temperature=temperature,
+                                  prompt_format=cfg.model.prompt_format, seed=seed, progress=cfg.progress,
+                                  desc=f"{out_dir.name} {prefix}sample", weights=weights))
+
+
+def _staged(problems: list[Problem], cfg: RunConfig, samples_path: Path, executions_path: Path,
+            make_samples) -> list[dict]:
+    """A sample-then-execute stage through its files: finished executions are reused, then finished samples;
+    otherwise ``make_samples()`` draws them. Each file is written once its stage completes."""
     if executions_path.exists():
         return read_jsonl(executions_path)
     if samples_path.exists():
         samples = read_jsonl(samples_path)
     else:
-        samples = sample(model, tokenizer, problems, cfg.sampler, n=n, temperature=temperature,
-                         prompt_format=cfg.model.prompt_format, seed=seed, progress=cfg.progress,
-                         desc=f"{out_dir.name} {prefix}sample", weights=weights)
+        samples = make_samples()
         write_jsonl(samples_path, samples)
     executions = run_in_sandbox(problems, samples, cfg)
     write_jsonl(executions_path, executions)
@@ -84,12 +91,8 @@ def _revise(model, tokenizer, problems: list[Problem], attempts: list[dict], his
     fb = _feedback_records(problems, attempts, cfg, mode, out_dir / f"{stem}_feedback.jsonl", turn - 1)
     for f in fb:
         history.setdefault((f["task_id"], f["completion_id"]), []).append((f["completion"], f["feedback"]))
-    executions_path, samples_path = out_dir / f"{stem}_executions.jsonl", out_dir / f"{stem}_samples.jsonl"
-    if executions_path.exists():
-        return read_jsonl(executions_path)
-    if samples_path.exists():
-        samples = read_jsonl(samples_path)
-    else:
+
+    def revise() -> list[dict]:
         items = [{"task_id": f["task_id"], "completion_id": f["completion_id"],
                   "history": history[(f["task_id"], f["completion_id"])]} for f in fb]
         samples = sample_revisions(model, tokenizer, {p.task_id: p for p in problems}, items, cfg.sampler,
@@ -98,10 +101,9 @@ def _revise(model, tokenizer, problems: list[Problem], attempts: list[dict], his
                                    weights=weights)
         for s in samples if id_suffix else ():
             s["completion_id"] = f"{s['completion_id']}{id_suffix}"
-        write_jsonl(samples_path, samples)
-    executed = run_in_sandbox(problems, samples, cfg)
-    write_jsonl(executions_path, executed)
-    return executed
+        return samples
+
+    return _staged(problems, cfg, out_dir / f"{stem}_samples.jsonl", out_dir / f"{stem}_executions.jsonl", revise)
 
 
 def revision_turns(model, tokenizer, problems: list[Problem], executions: list[dict], cfg: RunConfig, *,
