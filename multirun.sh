@@ -8,5 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 sweep_dir="${SWEEP_DIR:-multirun/$(date +%Y-%m-%d)/$(date +%H-%M-%S)}"
 # logger=wandb comes first: a later logger=... among the arguments wins
-python -m ieta.main -m method="${METHODS:-baseline,dpo,rlaif}" logger=wandb hydra.sweep.dir="$sweep_dir" "$@"
+# share_dir: the jobs of one seed reuse the untrained policy's stages (ieta/share.py)
+python -m ieta.main -m method="${METHODS:-baseline,dpo,rlaif}" logger=wandb hydra.sweep.dir="$sweep_dir" \
+  share_dir="$sweep_dir/shared" "$@"
 echo "Sweep summary: $sweep_dir/summary.md (rebuild it with: python -m ieta.report $sweep_dir)"

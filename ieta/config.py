@@ -252,6 +252,7 @@ class SamplerConfig(_Schema):
     turns: int = MISSING
     feedback: str = MISSING
     greedy_eval: bool = MISSING
+    revise: str = MISSING
     gpu_memory_utilization: float = MISSING
 
     def __post_init__(self) -> None:
@@ -271,6 +272,11 @@ class SamplerConfig(_Schema):
         _check(self.turns >= 1, "sampler.turns", f"must be >= 1 (1: a single attempt); got {self.turns}")
         _check(self.feedback in ("trace", "tests", "none"), "sampler.feedback",
                f"must be one of ['trace', 'tests', 'none']; got {self.feedback!r}")
+        _check(self.revise in ("main", "greedy"), "sampler.revise",
+               f"must be one of ['main', 'greedy']; got {self.revise!r}")
+        _check(self.revise != "greedy" or self.greedy_eval, "sampler.revise",
+               "is greedy, which revises the greedy_eval samples, but sampler.greedy_eval is false: set "
+               "sampler.greedy_eval=true or sampler.revise=main")
 
 
 @dataclass
@@ -290,6 +296,8 @@ class RunConfig(_Schema):
     ks: list[int] = MISSING
     progress: bool = MISSING
     resume: str | None = MISSING
+    share_dir: str | None = MISSING
+
     def __post_init__(self) -> None:
         self._fill_from_yaml()
         _check(all(k >= 1 for k in self.ks) and bool(self.ks), "ks", f"must be a non-empty list of integers >= 1; got {self.ks}")

@@ -1,9 +1,10 @@
 """Evaluation stage: sample the eval problems, execute them, compute metrics from the real executions.
 
 The main evaluation draws ``sampler.n`` samples at ``sampler.temperature`` (``eval_*.jsonl``); with
+``sampler.greedy_eval`` adds one greedy sample per problem (``eval_greedy_*.jsonl``, ``greedy_pass@1``); with
 ``sampler.turns >= 2`` each sample still failing its hidden tests is revised after feedback from its run on the
-public tests (``eval_turn<t>_*.jsonl``, ``pass@1_turn<t>``); ``sampler.greedy_eval`` adds one greedy sample per
-problem (``eval_greedy_*.jsonl``, ``greedy_pass@1``). Verdicts always come from the hidden tests.
+public tests (``pass@1_turn<t>``): the main samples (``eval_turn<t>_*.jsonl``) or, with ``sampler.revise=greedy``,
+the greedy ones (``eval_greedy_turn<t>_*.jsonl``). Verdicts always come from the hidden tests.
 """
 
 from __future__ import annotations
@@ -46,12 +47,17 @@ def evaluate(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, itera
                                     temperature=cfg.sampler.temperature, seed=seed, out_dir=out_dir, prefix="eval_",
                                     weights=weights)
     record = {"iteration": iteration, "split": cfg.dataset.split.value, **compute_metrics(executions, cfg.ks)}
-    if cfg.sampler.turns >= 2:
-        states = revision_turns(model, tokenizer, problems, executions, cfg, turns=cfg.sampler.turns,
-                                mode=cfg.sampler.feedback, temperature=cfg.sampler.temperature, seed=seed + 1,
-                                out_dir=out_dir, prefix="eval_", weights=weights)
-        record |= multi_turn_metrics(states, cfg.sampler.feedback)
+    greedy = None
     if cfg.sampler.greedy_eval:
         greedy = _greedy(model, tokenizer, problems, cfg, executions, seed=seed, out_dir=out_dir, weights=weights)
         record["greedy_pass@1"] = compute_metrics(greedy, [1])["pass@1"]
+    if cfg.sampler.turns >= 2:
+        # sampler.revise: the main samples at their temperature, or the greedy ones at T=0 (eval_greedy_turn<t>_*)
+        first, temperature, prefix = ((greedy, 0.0, "eval_greedy_") if cfg.sampler.revise == "greedy"
+                                      else (executions, cfg.sampler.temperature, "eval_"))
+        states = revision_turns(model, tokenizer, problems, first, cfg, turns=cfg.sampler.turns,
+                                mode=cfg.sampler.feedback, temperature=temperature, seed=seed + 1,
+                                out_dir=out_dir, prefix=prefix, weights=weights)
+        record |= multi_turn_metrics(states, cfg.sampler.feedback)
+        record["multi_turn"]["revised"] = cfg.sampler.revise
     return record

@@ -25,11 +25,12 @@ from ieta.rollout import repair_turn, sample_and_execute
 from ieta.rollout import run_in_sandbox as execute
 from ieta.sandbox import sandbox_info
 from ieta.seeding import seed_everything, stage_seed
+from ieta.share import Share
 
 log = logging.getLogger(__name__)
 VERSIONED = ("ieta", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core", "wandb")
 #: config keys a resumed run may change: they do not change its results
-RESUMABLE_KEYS = ("progress", "resume", "logger")
+RESUMABLE_KEYS = ("progress", "resume", "logger", "share_dir")
 
 
 def _versions() -> dict[str, str]:
@@ -174,8 +175,12 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
     try:
         metrics: list[dict] = []
         weights = _vllm_weights(model, tokenizer, cfg, run_dir / "iter_0")
+        share = Share(cfg.share_dir, _result_keys(_plain_config(cfg)), run_dir)
         for k in range(cfg.iteration.num_iterations + 1):
             it_dir = run_dir / f"iter_{k}"
+            if share.fetch(k, it_dir):
+                log.info("iteration %d: the untrained policy's stage files come from the sweep's store %s", k,
+                         share.root)
             if k > 0:
                 model = _train_iteration(model, tokenizer, train, cfg, k, it_dir, weights)
                 if (it_dir / "train_log.jsonl").exists():
@@ -186,6 +191,7 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
                         weights = _vllm_weights(model, tokenizer, cfg, it_dir)
             record = done.get(k) or evaluate(model, tokenizer, evaluation, cfg, iteration=k,
                                              seed=stage_seed(cfg.seed, k, 3), out_dir=it_dir, weights=weights)
+            share.publish(k, it_dir)
             metrics.append(record)
             write_json(metrics_path, metrics)
             tracker.log_evaluation(record, read_jsonl(it_dir / "eval_executions.jsonl"))

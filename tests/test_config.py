@@ -81,7 +81,7 @@ def test_standard_preset_splits_all_of_humaneval_in_two_disjoint_halves():
 
     cfg = validate(compose_config(["experiment=standard"]))
     train, evaluation = run_splits(cfg.dataset)
-    assert (len(train), len(evaluation)) == (82, 82) and cfg.iteration.num_iterations == 3
+    assert (len(train), len(evaluation)) == (82, 82) and cfg.iteration.num_iterations == 1
     assert not {p.task_id for p in train} & {p.task_id for p in evaluation}
 
 

@@ -5,8 +5,8 @@ Per iteration it holds what the summary reads beyond ``metrics.json``:
 
 - ``per_problem``: ``{kind: {task_id: [samples, passing, executed]}}`` for the main evaluation (``eval``), the
   greedy one (``greedy``; the main one when it is a single T=0 sample) and the state after each turn of the
-  multi-turn evaluation (``turn<t>``, t >= 2: a sample passing at a turn passes at every later one), from
-  ``iter_<k>/eval_*executions.jsonl`` (``sandbox_error`` records left out, as in the metrics). The paired
+  multi-turn evaluation (``turn<t>``, t >= 2: a sample passing at a turn passes at every later one; of the main
+  samples, or of the greedy ones with ``sampler.revise=greedy``), from ``iter_<k>/eval_*executions.jsonl`` (``sandbox_error`` records left out, as in the metrics). The paired
   statistics need these.
 - ``pairs``: ``ieta.pairs.pairs_stats`` of ``iter_<k>/pairs.jsonl`` (share of canonical-solution pairs);
 - ``judge`` and ``canaries``: ``iter_<k>/judge_stats.json`` and ``canary_stats.json`` as written by training;
@@ -50,12 +50,19 @@ def _from_train_log(path: Path) -> dict:
     return out | ({"hack_rate": hack} if hack else {})
 
 
-def _turns(it_dir: Path) -> dict[str, dict[str, list[int]]]:
-    """Per-problem counts of each turn's state (``ieta.rollout.revision_turns``), from the turn files on disk."""
-    if not (it_dir / "eval_executions.jsonl").is_file():
+def revised_kind(info: dict) -> str:
+    """Which evaluation the multi-turn turns revise (``sampler.revise``): ``eval`` (main samples) or ``greedy``."""
+    return "greedy" if info.get("config", {}).get("sampler", {}).get("revise") == "greedy" else "eval"
+
+
+def _turns(it_dir: Path, info: dict) -> dict[str, dict[str, list[int]]]:
+    """Per-problem counts of each turn's state (``ieta.rollout.revision_turns``), from the turn files on disk: turns
+    revise the main samples (``eval_turn<t>_*``) or, with ``sampler.revise=greedy``, the greedy ones."""
+    prefix = f"{revised_kind(info)}_".replace("greedy_", "eval_greedy_")
+    if not (it_dir / f"{prefix}executions.jsonl").is_file():
         return {}
-    state, out, t = read_jsonl(it_dir / "eval_executions.jsonl"), {}, 2
-    while (path := it_dir / f"eval_turn{t}_executions.jsonl").is_file():
+    state, out, t = read_jsonl(it_dir / f"{prefix}executions.jsonl"), {}, 2
+    while (path := it_dir / f"{prefix}turn{t}_executions.jsonl").is_file():
         state = carry_forward(state, read_jsonl(path))
         out[f"turn{t}"] = problem_counts(state)
         t += 1
@@ -71,7 +78,7 @@ def _iteration(it_dir: Path, info: dict, stored: dict) -> dict:
             per_problem[kind] = problem_counts(read_jsonl(it_dir / name))
     if "greedy" not in per_problem and "eval" in per_problem and _main_is_greedy(info):
         per_problem["greedy"] = per_problem["eval"]
-    per_problem |= _turns(it_dir)
+    per_problem |= _turns(it_dir, info)
     if per_problem:
         out["per_problem"] = per_problem
     if (it_dir / "pairs.jsonl").is_file():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ieta.metrics import pass_at_k
+from ieta.report.inputs import revised_kind
 from ieta.report.loading import RunData
 from ieta.stats import PairedDifference, UnpairedError, binomial_noise, paired_difference, problem_bootstrap_ci
 
@@ -30,7 +31,7 @@ def problem_values(run: RunData, iteration: int, metric: str) -> tuple[dict[str,
     if metric == GREEDY:
         counts, k = run.per_problem(iteration, "greedy"), 1
     elif t := re.fullmatch(r"pass@1_turn(\d+)", metric):
-        counts, k = run.per_problem(iteration, "eval" if t[1] == "1" else f"turn{t[1]}"), 1
+        counts, k = run.per_problem(iteration, revised_kind(run.info) if t[1] == "1" else f"turn{t[1]}"), 1
     elif m := re.fullmatch(r"pass@(\d+)", metric):
         counts, k = run.per_problem(iteration, "eval"), int(m[1])
     elif metric == "execution_rate":

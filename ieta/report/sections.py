@@ -125,6 +125,7 @@ def turn_table(groups: dict[str, list[RunData]]) -> list[str]:
             cells.append(f"{sum(vals) / len(vals):.3f}" if vals else "—")
         rows.append([f"**{label}**", *cells])
     protocols = sorted({f"{mt.get('max_turns')} turns, feedback `{mt.get('feedback')}`: {mt.get('protocol')}"
+                        + (", revising the greedy samples" if mt.get("revised") == "greedy" else "")
                         for r in runs if (mt := r.final.get("multi_turn"))})
     return ["Pass@1 after each turn of the multi-turn evaluation (a sample passing at turn t counts at every later "
             "turn); mean over jobs.", *(f"Protocol: {p}." for p in protocols), "",
