@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import logging
 import platform
+import subprocess
 from pathlib import Path
 
 import torch
@@ -43,6 +44,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _code_version() -> dict:
+    """The git commit IETA runs from, and whether tracked files differ from it ({} outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if head.returncode or status.returncode:
+        return {}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], device: str, dtype: torch.dtype) -> dict:
     return {
         "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
@@ -52,7 +67,8 @@ def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], d
         "sampler": {"n": cfg.sampler.n, "train_n": cfg.sampler.train_n or cfg.sampler.n,
                     "temperature": cfg.sampler.temperature, "max_new_tokens": cfg.sampler.max_new_tokens},
         "device": device, "dtype": str(dtype).removeprefix("torch."),
-        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(), "config": _plain_config(cfg),
+        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(), "code": _code_version(),
+        "config": _plain_config(cfg),
     }
 
 

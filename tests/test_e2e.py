@@ -23,6 +23,10 @@ def test_main_dpo_tiny_writes_every_artefact(tmp_path):
 
     info = read_json(run_dir / "run_info.json")
     assert info["method"] == "dpo" and info["device"] == "cpu" and info["num_eval_problems"] == 1
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():  # the commit the run came from
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert info["code"]["commit"] == head.strip() and isinstance(info["code"]["dirty"], bool)
     metrics = read_json(run_dir / "metrics.json")
     assert [m["iteration"] for m in metrics] == [0, 1]
     for m in metrics:

@@ -193,3 +193,52 @@ def test_judge_canaries_turns_and_sandbox_errors_are_reported(tmp_path: Path) ->
     assert "## Turn-by-Turn Pass@1" in summary and "Pass@1 turn 2" in summary
     assert "public-test feedback, hidden-test verdict" in summary
     assert "Sandbox errors (infrastructure failures, excluded from every rate and reward): 3 in 2" in summary
+
+
+def test_export_copies_what_a_report_rebuilds_from_and_nothing_else(tmp_path: Path) -> None:
+    """``python -m ieta.report.export``: a sweep with samples becomes a results dir without them, whose summary
+    ``python -m ieta.report`` rebuilds byte for byte."""
+    from ieta.report.export import main as export_main
+
+    sweep = tmp_path / "runs" / "humaneval-x"
+    make_run(sweep / "0_baseline", "baseline", seed=0, overrides=["method=baseline", "seed=0"])
+    make_run(sweep / "1_dpo", "dpo", seed=0, overrides=["method=dpo", "seed=0"])
+    write_sweep_report(sweep)
+    (sweep / "shared" / "abc" / "iter_0").mkdir(parents=True)
+    (sweep / "shared" / "abc" / "iter_0" / "eval_samples.jsonl").write_text("{}\n")
+    dest = tmp_path / "results" / "humaneval-x"
+    assert export_main([str(sweep), str(dest)]) == 0
+    kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert not [p for p in kept if p.endswith(".jsonl")] and "shared" not in " ".join(kept)
+    assert {"0_baseline/metrics.json", "1_dpo/report_inputs.json", "1_dpo/.hydra/overrides.yaml", "summary.md",
+            "comparison.csv"} <= set(kept)
+    assert (dest / "summary.md").read_text() == (sweep / "summary.md").read_text()  # same dir name: same title
+    before = (dest / "summary.md").read_bytes()
+    assert report_main([str(dest)]) == 0 and (dest / "summary.md").read_bytes() == before
+    assert export_main([str(sweep), str(dest)]) == 1  # never over an earlier export
+
+
+def test_revisions_that_repeat_their_attempt_are_counted_and_reported(tmp_path: Path) -> None:
+    from ieta.io import write_jsonl
+    from ieta.report.inputs import _unchanged_revisions
+    from ieta.report.sections import _unchanged_line
+
+    it = tmp_path / "iter_1"
+    it.mkdir()
+    write_jsonl(it / "eval_turn2_feedback.jsonl", [
+        {"task_id": "T/0", "completion_id": 0, "completion": "    return x\n"},
+        {"task_id": "T/1", "completion_id": 3, "completion": "    return 1\n"}])
+    write_jsonl(it / "eval_turn2_samples.jsonl", [
+        {"task_id": "T/0", "completion_id": 0, "repair_of": 0, "completion": "    return x   \n\n"},  # the same
+        {"task_id": "T/1", "completion_id": 3, "repair_of": 3, "completion": "    return 2\n"}])
+    info = {"config": {"sampler": {"revise": "main"}}}
+    assert _unchanged_revisions(it, info) == {"turn2": [2, 1]}
+    assert _unchanged_revisions(it, {"config": {"sampler": {"revise": "greedy"}}}) == {}  # other files
+
+    class Run:
+        final = {"iteration": 1}
+        inputs = {"iterations": {"1": {"unchanged_revisions": {"turn2": [2, 1]}}}}
+
+    (line, _) = _unchanged_line({"dpo": [Run(), Run()]})
+    assert "dpo 2 of 4 at turn 2" in line
+    assert _unchanged_line({"dpo": [type("R", (), {"final": {"iteration": 0}, "inputs": {}})()]}) == []

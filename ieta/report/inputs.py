@@ -8,6 +8,7 @@ Per iteration it holds what the summary reads beyond ``metrics.json``:
   multi-turn evaluation (``turn<t>``, t >= 2: a sample passing at a turn passes at every later one; of the main
   samples, or of the greedy ones with ``sampler.revise=greedy``), from ``iter_<k>/eval_*executions.jsonl`` (``sandbox_error`` records left out, as in the metrics). The paired
   statistics need these.
+- ``unchanged_revisions``: ``{turn<t>: [revisions, identical to their attempt]}`` from the turn files;
 - ``pairs``: ``ieta.pairs.pairs_stats`` of ``iter_<k>/pairs.jsonl`` (share of canonical-solution pairs);
 - ``judge`` and ``canaries``: ``iter_<k>/judge_stats.json`` and ``canary_stats.json`` as written by training;
 - ``loss`` (``[[step, loss], ...]``) and ``hack_rate`` (``[[step, rate], ...]``) from ``iter_<k>/train_log.jsonl``.
@@ -58,13 +59,32 @@ def revised_kind(info: dict) -> str:
 def _turns(it_dir: Path, info: dict) -> dict[str, dict[str, list[int]]]:
     """Per-problem counts of each turn's state (``ieta.rollout.revision_turns``), from the turn files on disk: turns
     revise the main samples (``eval_turn<t>_*``) or, with ``sampler.revise=greedy``, the greedy ones."""
-    prefix = f"{revised_kind(info)}_".replace("greedy_", "eval_greedy_")
+    prefix = _turn_prefix(info)
     if not (it_dir / f"{prefix}executions.jsonl").is_file():
         return {}
     state, out, t = read_jsonl(it_dir / f"{prefix}executions.jsonl"), {}, 2
     while (path := it_dir / f"{prefix}turn{t}_executions.jsonl").is_file():
         state = carry_forward(state, read_jsonl(path))
         out[f"turn{t}"] = problem_counts(state)
+        t += 1
+    return out
+
+
+def _turn_prefix(info: dict) -> str:
+    return "eval_greedy_" if revised_kind(info) == "greedy" else "eval_"
+
+
+def _unchanged_revisions(it_dir: Path, info: dict) -> dict[str, list[int]]:
+    """``{turn<t>: [revisions, identical to the attempt they revise]}`` (whitespace aside): a policy that copies its
+    attempt gains nothing from feedback, whatever the feedback says."""
+    out, t, prefix = {}, 2, _turn_prefix(info)
+    while (samples := it_dir / f"{prefix}turn{t}_samples.jsonl").is_file() and \
+            (fb := it_dir / f"{prefix}turn{t}_feedback.jsonl").is_file():
+        attempts = {(f["task_id"], f["completion_id"]): f["completion"] for f in read_jsonl(fb)}
+        revisions = read_jsonl(samples)
+        same = sum("".join(r["completion"].split()) == "".join(attempts.get((r["task_id"], r.get("repair_of")),
+                                                                              "\0").split()) for r in revisions)
+        out[f"turn{t}"] = [len(revisions), same]
         t += 1
     return out
 
@@ -81,6 +101,8 @@ def _iteration(it_dir: Path, info: dict, stored: dict) -> dict:
     per_problem |= _turns(it_dir, info)
     if per_problem:
         out["per_problem"] = per_problem
+    if unchanged := _unchanged_revisions(it_dir, info):
+        out["unchanged_revisions"] = unchanged
     if (it_dir / "pairs.jsonl").is_file():
         out["pairs"] = pairs_stats(read_jsonl(it_dir / "pairs.jsonl"))
     for key, name in (("judge", "judge_stats.json"), ("canaries", "canary_stats.json")):

@@ -43,7 +43,14 @@ def overview_rows(runs: list[RunData]) -> list[list[str]]:
         ["Max new tokens", value(sampler("max_new_tokens"))],
         ["Seed", value(lambda i: i.get("seed", "—"))],
         ["Device / dtype", value(lambda i: f"{i.get('device', '—')} / {i.get('dtype', '—')}")],
-    ]
+    ] + ([["Code", value(_code_text)]] if any("code" in r.info for r in runs) else [])
+
+
+def _code_text(info: dict) -> str:
+    code = info.get("code") or {}
+    if not code.get("commit"):
+        return "—"
+    return f"commit {code['commit'][:10]}" + (" with uncommitted changes" if code.get("dirty") else "")
 
 
 def write_run_report(run_dir: Path) -> Path:

@@ -129,7 +129,25 @@ def turn_table(groups: dict[str, list[RunData]]) -> list[str]:
                         for r in runs if (mt := r.final.get("multi_turn"))})
     return ["Pass@1 after each turn of the multi-turn evaluation (a sample passing at turn t counts at every later "
             "turn); mean over jobs.", *(f"Protocol: {p}." for p in protocols), "",
-            md_table(["Method", *map(display_name, cols)], rows), ""]
+            md_table(["Method", *map(display_name, cols)], rows), "", *_unchanged_line(groups)]
+
+
+def _unchanged_line(groups: dict[str, list[RunData]]) -> list[str]:
+    """How many revisions at the final evaluation merely repeat the attempt they revise (``unchanged_revisions``)."""
+    parts = []
+    for label, members in groups.items():
+        counts: dict[str, list[int]] = {}
+        for r in members:
+            stored = r.inputs.get("iterations", {}).get(str(r.final["iteration"]), {}).get("unchanged_revisions", {})
+            for turn, (n, same) in stored.items():
+                counts.setdefault(turn, [0, 0])
+                counts[turn][0] += n
+                counts[turn][1] += same
+        parts += [f"{label} {same} of {n} at turn {turn.removeprefix('turn')}" for turn, (n, same) in counts.items() if n]
+    if not parts:
+        return []
+    return ["Revisions identical to the attempt they revise (whitespace aside), final evaluation: " + "; ".join(parts)
+            + ". A revision that repeats its attempt cannot change the verdict, whatever the feedback said.", ""]
 
 
 # ---------------------------------------------------------------- what training was made of
