@@ -23,7 +23,7 @@ def test_turns_greedy_and_their_metrics_come_from_the_executions_on_disk(tmp_pat
     record = evaluate(model, tok, PROBLEMS, cfg, iteration=0, seed=1, out_dir=tmp_path)
     first = read_jsonl(tmp_path / "eval_executions.jsonl")
     assert record["pass@1_turn1"] == record["pass@1"] == compute_metrics(first, [1])["pass@1"]
-    assert record["multi_turn"] == {"max_turns": 3, "feedback": "trace",
+    assert record["multi_turn"] == {"max_turns": 3, "feedback": "trace", "revised": "main",
                                     "protocol": "public-test feedback, hidden-test verdict"}
     failing = {(r["task_id"], r["completion_id"]) for r in first if not r["passed"]}
     for t in (2, 3):
@@ -38,6 +38,20 @@ def test_turns_greedy_and_their_metrics_come_from_the_executions_on_disk(tmp_pat
     greedy = read_jsonl(tmp_path / "eval_greedy_executions.jsonl")
     assert len(greedy) == len(PROBLEMS) and record["greedy_pass@1"] == compute_metrics(greedy, [1])["pass@1"]
     assert all(s["temperature"] == 0.0 for s in read_jsonl(tmp_path / "eval_greedy_samples.jsonl"))
+
+
+def test_revise_greedy_revises_the_greedy_samples_at_t0(tmp_path):
+    cfg = validate(compose_config([*TINY, "sampler.turns=2", "sampler.greedy_eval=true", "sampler.revise=greedy",
+                                   "sampler.temperature=0.8"]))
+    model, tok = tiny(cfg)
+    record = evaluate(model, tok, PROBLEMS, cfg, iteration=0, seed=1, out_dir=tmp_path)
+    greedy = read_jsonl(tmp_path / "eval_greedy_executions.jsonl")
+    assert record["pass@1_turn1"] == record["greedy_pass@1"] == compute_metrics(greedy, [1])["pass@1"]
+    assert record["multi_turn"]["revised"] == "greedy" and not (tmp_path / "eval_turn2_samples.jsonl").exists()
+    revised = read_jsonl(tmp_path / "eval_greedy_turn2_samples.jsonl")
+    assert {(r["task_id"], r["repair_of"]) for r in revised} == {
+        (r["task_id"], r["completion_id"]) for r in greedy if not r["passed"]}
+    assert all(r["temperature"] == 0.0 for r in revised)
 
 
 def test_a_revision_that_passes_its_hidden_tests_counts_at_its_turn_and_after(tmp_path):
