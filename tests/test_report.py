@@ -242,3 +242,16 @@ def test_revisions_that_repeat_their_attempt_are_counted_and_reported(tmp_path: 
     (line, _) = _unchanged_line({"dpo": [Run(), Run()]})
     assert "dpo 2 of 4 at turn 2" in line
     assert _unchanged_line({"dpo": [type("R", (), {"final": {"iteration": 0}, "inputs": {}})()]}) == []
+
+
+def test_committed_results_rebuild_byte_for_byte(tmp_path: Path) -> None:
+    """``results/humaneval-standard`` (issue 18's report) rebuilds from its own committed files: after a change to
+    the report's format, export the sweep again."""
+    results = Path(__file__).resolve().parents[1] / "results" / "humaneval-standard"
+    if not results.is_dir():
+        pytest.skip("no committed results")
+    copy = shutil.copytree(results, tmp_path / results.name)
+    assert report_main([str(copy)]) == 0
+    assert (copy / "summary.md").read_bytes() == (results / "summary.md").read_bytes()
+    for job in (p for p in results.iterdir() if (p / "metrics.json").is_file()):
+        assert (copy / job.name / "summary.md").read_bytes() == (job / "summary.md").read_bytes(), job.name
