@@ -15,6 +15,7 @@ from ieta.config import RunConfig
 from ieta.data import Problem
 from ieta.io import read_jsonl, write_jsonl
 from ieta.metrics import compute_metrics
+from ieta.repair import REVISED_PREFIX
 from ieta.rollout import revision_turns, sample_and_execute
 
 #: how the multi-turn numbers were obtained, stated beside them in metrics.json and the reports
@@ -53,11 +54,11 @@ def evaluate(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, itera
         record["greedy_pass@1"] = compute_metrics(greedy, [1])["pass@1"]
     if cfg.sampler.turns >= 2:
         # sampler.revise: the main samples at their temperature, or the greedy ones at T=0 (eval_greedy_turn<t>_*)
-        first, temperature, prefix = ((greedy, 0.0, "eval_greedy_") if cfg.sampler.revise == "greedy"
-                                      else (executions, cfg.sampler.temperature, "eval_"))
+        first, temperature = ((greedy, 0.0) if cfg.sampler.revise == "greedy"
+                              else (executions, cfg.sampler.temperature))
         states = revision_turns(model, tokenizer, problems, first, cfg, turns=cfg.sampler.turns,
                                 mode=cfg.sampler.feedback, temperature=temperature, seed=seed + 1,
-                                out_dir=out_dir, prefix=prefix, weights=weights)
+                                out_dir=out_dir, prefix=REVISED_PREFIX[cfg.sampler.revise], weights=weights)
         record |= multi_turn_metrics(states, cfg.sampler.feedback)
         record["multi_turn"]["revised"] = cfg.sampler.revise
     return record

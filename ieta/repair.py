@@ -99,6 +99,12 @@ def sample_revisions(model, tokenizer, problems: dict[str, Problem], items: list
     ]
 
 
+#: ``sampler.revise`` -> the file prefix of the evaluation whose samples the revision turns revise: the turns are
+#: written as ``<prefix>turn<t>_*.jsonl`` beside ``<prefix>executions.jsonl`` (``ieta.evaluate``, read back by the
+#: report)
+REVISED_PREFIX = {"main": "eval_", "greedy": "eval_greedy_"}
+
+
 def carry_forward(previous: list[dict], revised: list[dict]) -> list[dict]:
     """Each sample's state after a turn: itself if it had passed, else its executed revision (if any)."""
     fixed = {(r["task_id"], r["repair_of"]): r for r in revised}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ieta.io import read_json, write_json
 
-#: per iteration, the files the untrained policy makes: name prefixes (``eval_``) or whole names
-SHARED = {0: ("eval_",), 1: ("samples.jsonl", "executions.jsonl")}
+#: per iteration, the files the untrained policy makes (glob patterns)
+SHARED = {0: ("eval_*.jsonl",), 1: ("samples.jsonl", "executions.jsonl")}
 #: config keys (flattened prefixes) that do not change those files
 NOT_SHARED_KEYS = ("method.", "iteration.", "accelerate", "share_dir")
 RECORD = "shared.json"
@@ -37,9 +37,7 @@ def fingerprint(flat_config: dict) -> str:
 
 
 def _shared_files(it_dir: Path, iteration: int) -> list[Path]:
-    names = SHARED.get(iteration, ())
-    return sorted(p for p in it_dir.glob("*.jsonl")
-                  if any(p.name == n or (n.endswith("_") and p.name.startswith(n)) for n in names))
+    return sorted({p for pattern in SHARED.get(iteration, ()) for p in it_dir.glob(pattern)})
 
 
 class Share:

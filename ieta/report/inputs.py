@@ -26,7 +26,7 @@ from pathlib import Path
 from ieta.io import atomic_write_text, read_json, read_jsonl
 from ieta.metrics import EXECUTED_OUTCOMES, model_records, per_problem_counts
 from ieta.pairs import pairs_stats
-from ieta.repair import carry_forward
+from ieta.repair import REVISED_PREFIX, carry_forward
 
 INPUTS_FILE = "report_inputs.json"
 FORMAT = 1
@@ -71,7 +71,7 @@ def _turns(it_dir: Path, info: dict) -> dict[str, dict[str, list[int]]]:
 
 
 def _turn_prefix(info: dict) -> str:
-    return "eval_greedy_" if revised_kind(info) == "greedy" else "eval_"
+    return REVISED_PREFIX["greedy" if revised_kind(info) == "greedy" else "main"]
 
 
 def _unchanged_revisions(it_dir: Path, info: dict) -> dict[str, list[int]]:
