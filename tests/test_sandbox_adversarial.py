@@ -6,6 +6,7 @@ All cases run in one batch (two workers, short timeouts); the checks below read 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -215,6 +216,7 @@ CASES = {
         "    print('HOME', sorted(os.listdir(os.path.expanduser('~'))) if os.path.isdir(os.path.expanduser('~')) else None)\n"
         "    return a + b\n", "failed"),
     "close_reply_and_hang": ("    import os, time\n    os.close(4)\n    time.sleep(100)\n", "crashed"),
+    "environment": ("    import os\n    print('ENV', *sorted(os.environ))\n    return a + b\n", "failed"),
 }
 # (problem, completion, expected outcome): the test calls the prompt's helpers, not the candidate's
 HELPER_CASES = {
@@ -334,6 +336,50 @@ def test_no_host_command_line_in_any_output(batch):
     text = "\n".join(r["stdout_tail"] + (r["message"] or "") for r in batch[0].values())
     for pid in (1, ME, os.getppid()):
         assert _cmdline(pid) not in text
+
+
+def _zygote_constant(name: str):
+    """A literal constant of the zygote's module (it imports its siblings as top-level modules)."""
+    from ieta.sandbox.runner import SANDBOX_DIR
+
+    tree = ast.parse(Path(SANDBOX_DIR, "zygote.py").read_text())
+    return next(ast.literal_eval(n.value) for n in tree.body
+                if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets))
+
+
+def test_the_environment_is_the_sandboxs_own(batch):
+    ENV = _zygote_constant("ENV")
+    line = next(x for x in batch[0]["environment"]["stdout_tail"].splitlines() if x.startswith("ENV"))
+    assert set(line.split()[1:]) == set(ENV), line
+
+
+# the next samples' processes are forked in one burst and wait, confined, while earlier samples run
+MARK = "/tmp/ieta-left-by-an-earlier-sample"
+AFTER_ATTACK = ("    import os\n    assert not os.path.exists({mark!r}) and os.listdir('/tmp') == []\n"
+                "    return a + b\n").format(mark=MARK)
+BESIDE_WAITING = {
+    "kill_every_pid": "    import os\n    for pid in range(2, 5000):\n        try:\n            os.kill(pid, 9)\n"
+                      "        except OSError:\n            pass\n    return a + b\n",
+    "leave_files": f"    import os\n    open({MARK!r}, 'w').write('x')\n    os.mkdir('/tmp/d')\n"
+                   "    open('/dev/shm/x', 'w').write('x')\n    return a + b\n",
+    "hold_processes": "    import os, time\n    for _ in range(8):\n        if os.fork() == 0:\n            time.sleep(60)\n"
+                      "    return a + b\n",
+}
+
+
+def test_a_sample_cannot_reach_the_processes_waiting_for_later_samples():
+    BURST = _zygote_constant("BURST")
+    config = SandboxConfig(timeout=3.0, workers=1, max_processes=16, trace=False)
+    samples = []
+    for name, body in BESIDE_WAITING.items():
+        samples.append({"task_id": IMPOSSIBLE.task_id, "completion": body, "case": name})
+        samples += [{"task_id": SOLVABLE.task_id, "completion": AFTER_ATTACK, "case": f"{name}/after{i}"}
+                    for i in range(BURST)]
+    records = execute_samples([IMPOSSIBLE, SOLVABLE], samples, config, progress=False)
+    attacks = [r for r in records if "/" not in r["case"]]
+    after = [r for r in records if "/" in r["case"]]
+    assert [r["passed"] for r in attacks] == [False] * len(BESIDE_WAITING)
+    assert all(r["passed"] for r in after), [(r["case"], r["outcome"], r["message"]) for r in after if not r["passed"]]
 
 
 def test_executor_keeps_working(batch):

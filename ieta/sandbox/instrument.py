@@ -32,6 +32,24 @@ def _lam(node: ast.expr) -> ast.Lambda:
     return ast.Lambda(args=args, body=node)
 
 
+_POS = ("lineno", "col_offset", "end_lineno", "end_col_offset")
+
+
+def _located(new: ast.AST, old: ast.AST) -> ast.AST:
+    """Give the nodes built for ``old`` its position (what ``ast.fix_missing_locations`` would do, without
+    walking the whole tree again): only nodes without one, and not below nodes that have one."""
+    todo = [new]
+    while todo:
+        node = todo.pop()
+        if "lineno" in node._attributes and getattr(node, "lineno", None) is not None:
+            continue
+        for attr in _POS:
+            if attr in node._attributes:
+                setattr(node, attr, getattr(old, attr))
+        todo.extend(ast.iter_child_nodes(node))
+    return new
+
+
 def _mentions(node: ast.AST, name: str) -> bool:
     return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
 
@@ -44,6 +62,7 @@ class _Rewriter(ast.NodeTransformer):
         self.lines: list[int] = []
         self.candidate = "candidate"
         self.top_level: set[int] = set()
+        self.modules: set[str] = set()  # top-level modules the test imports
 
     def _segment(self, node: ast.AST) -> str:
         """``ast.get_source_segment`` without re-splitting the whole source for every assert."""
@@ -62,11 +81,20 @@ class _Rewriter(ast.NodeTransformer):
             self.top_level = {id(s) for s in node.body if isinstance(s, ast.Assert)}
         return self.generic_visit(node)
 
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        self.modules |= {a.name.split(".")[0] for a in node.names}
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.module:
+            self.modules.add(node.module.split(".")[0])
+        return node
+
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
         self.generic_visit(node)
         ops = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
         rest = [node.comparators[0]] + [_lam(c) for c in node.comparators[1:]]
-        return ast.Call(ast.Name(CMP, ast.Load()), [ops, node.left, *rest], [])
+        return _located(ast.Call(ast.Name(CMP, ast.Load()), [ops, node.left, *rest], []), node)
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         idx = len(self.asserts)
@@ -87,7 +115,7 @@ class _Rewriter(ast.NodeTransformer):
         msg = _lam(self.visit(node.msg)) if node.msg is not None else ast.Constant(None)
         top = ast.Constant(id(node) in self.top_level)
         call = ast.Call(ast.Name(ASSERT, ast.Load()), [ast.Constant(idx), thunk, *extra, msg, top], [])
-        return ast.copy_location(ast.Expr(call), node)
+        return _located(ast.Expr(call), node)
 
 
 def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
@@ -105,13 +133,10 @@ def instrument_test(test_src: str, line_offset: int) -> InstrumentedTest:
 def _instrument(test_src: str) -> InstrumentedTest:
     tree = ast.parse(test_src)
     rw = _Rewriter(test_src)
-    tree = ast.fix_missing_locations(rw.visit(tree))
-    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
-    modules = {a.name.split(".")[0] for n in imports if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in imports if isinstance(n, ast.ImportFrom) and n.module}
+    tree = rw.visit(tree)
     code = compile(tree, "<test>", "exec", dont_inherit=True)
     return InstrumentedTest(marshal.dumps(code), len(rw.asserts), tuple(rw.asserts), tuple(rw.lines),
-                            tuple(sorted(modules)))
+                            tuple(sorted(rw.modules)))
 
 
 @lru_cache(maxsize=4096)

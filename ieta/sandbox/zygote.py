@@ -1,20 +1,24 @@
 """Fork server that runs in its own process (``python -I``), one per parallel worker.
 
 At start it enters its namespaces and minimal root (``isolate.enter``) and checks, with a probe
-sample, that a sample can be confined; then for each request it starts two processes:
+sample, that a sample can be confined.  Each sample has two processes:
 
 * the candidate's process, init of a fresh PID + mount + IPC namespace (``isolate.confine``), which
-  loads the program and answers calls of the entry point (``serve.py``);
-* the judge process, outside that namespace, which runs the problem's helpers and rewritten test
-  and calls the candidate over a pipe (``judge.py``).
+  loads the program and answers calls of the entry point (``serve.py``).  These are forked ``BURST``
+  at a time ahead of their samples and wait, confined, for their programs; a sample's process never
+  sees another's (each has its own namespaces, ``/proc``, ``/tmp`` and user namespace);
+* the judge process, outside those namespaces, which runs the problem's helpers and rewritten test
+  and calls the candidate over a pipe (``judge.py``); one serves the worker's samples in turn.
 
 The supervisor (this process) drains the candidate's output (head and tail kept), enforces the wall
 clock by killing both (the kernel kills every process of the candidate's namespace with its init),
 and answers with the judge's report.  Messages are length-prefixed ``marshal`` data.
 """
 
+import collections
 import fcntl
 import gc
+import itertools
 import marshal
 import os
 import select
@@ -29,7 +33,9 @@ import judge
 import serve
 import wire
 
-ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+#: the whole environment of the zygote's children (set once in the zygote, inherited by each fork)
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "HOME": "/tmp",
+       "TMPDIR": "/tmp"}
 CANDIDATE_OOM, JUDGE_OOM = 1000, 900
 CALL_FD, REPLY_FD = 3, 4               # in the candidate's process
 SETUP_FAILED = 70
@@ -38,7 +44,7 @@ CONFINED = b"\x00ieta:confined\x00"  # first bytes of the candidate's output onc
 
 def _place(fds):
     """Move ``fds`` to 3, 4, ... in order and close everything else above 2."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(fds)) for fd in fds]  # low: no fd table to grow
     for i, fd in enumerate(high):
         os.dup2(fd, 3 + i)
     os.closerange(3 + len(fds), 65536)
@@ -46,8 +52,6 @@ def _place(fds):
 
 def _child_common(cfg):
     os.setsid()
-    os.environ.clear()
-    os.environ.update(ENV, HOME="/tmp", TMPDIR="/tmp")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
@@ -246,17 +250,23 @@ class Candidate:
         _reap_later(self.pid, self.cg_name, cg)
 
 
-_NEXT = [None]  # the candidate's process for the next sample, already confined
+#: candidates' processes forked back to back: after a fork every page this process writes is copied,
+#: so a burst pays that once for ``BURST`` samples instead of once per sample
+BURST = 8
+_READY = collections.deque()  # confined candidates' processes waiting for their samples
+_SEQ = itertools.count(1)     # names their tmp dirs and cgroups
 
 
-def prespawn(cfg, info, seq, cg):
-    if _NEXT[0] is None:
-        _NEXT[0] = Candidate(cfg, info, seq, cg)
+def prespawn(cfg, info, cg):
+    """Fork the next burst of candidates' processes once none is left waiting."""
+    if not _READY:
+        for _ in range(BURST):
+            _READY.append(Candidate(cfg, info, next(_SEQ), cg))
 
 
-def supervise(req, cfg, info, seq, cg=None):
+def supervise(req, cfg, info, cg=None):
     """Run one sample; returns the response."""
-    cand, _NEXT[0] = _NEXT[0] or Candidate(cfg, info, seq, cg), None
+    cand = _READY.popleft() if _READY else Candidate(cfg, info, next(_SEQ), cg)
     uid, cpid, flags, out_r, cg_name = cand.uid, cand.pid, cand.flags, cand.out_r, cand.cg_name
     rep_r, rep_w = os.pipe()
     t0 = time.monotonic()
@@ -395,7 +405,7 @@ def probe(cfg, info, cg):
     req = {"candidate": PROBE, "helpers": marshal.dumps(compile("", "<prompt>", "exec")), "test": marshal.dumps(test),
            "entry_point": "f", "timeout": 10.0, "trace": False, "trace_max_events": 1, "trace_repr_chars": 1,
            "slot": cfg["slot"]}
-    resp = supervise(req, cfg, info, 0, cg)
+    resp = supervise(req, cfg, info, cg)
     events = [wire.loads(b) for b in wire.frames(resp["report"])]
     if ("done", {"asserts_passed": 1, "clean": True}) in events:
         return None
@@ -437,6 +447,8 @@ def main():
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
+    os.environ.clear()  # children inherit exactly ENV
+    os.environ.update(ENV)
     cfg = wire.loads(wire.read_body(rfd, 1 << 20))
     sys.path[:] = [p for p in sys.path if p != cfg["sandbox_dir"]]
     for name in cfg["preload"]:
@@ -463,8 +475,7 @@ def main():
             info["lost"].append(f"a sample could not be confined ({why[-300:]}); fix: " + isolate.FIXES["mount"])
     wire.write(wfd, info)
     gc.freeze()  # forked children then never walk (and copy) the zygote's objects in a collection
-    seq = 0
-    prespawn(cfg, info, 1, cg)
+    prespawn(cfg, info, cg)
     while True:
         try:
             body = wire.read_body(rfd, 1 << 30)
@@ -474,15 +485,14 @@ def main():
             break
         reap()
         req = marshal.loads(body)  # from the pipeline (trusted)
-        seq += 1
         try:
-            resp = supervise(req, cfg, info, seq, cg)
+            resp = supervise(req, cfg, info, cg)
         except Exception as e:
             resp = {"error": f"supervisor failed: {e!r}"}
         wire.write(wfd, resp)
-        prespawn(cfg, info, seq + 1, cg)  # confined while the pipeline prepares the next request
-    if _NEXT[0] is not None:
-        _NEXT[0].discard(cg)
+        prespawn(cfg, info, cg)  # confined while the pipeline prepares the next request
+    while _READY:
+        _READY.popleft().discard(cg)
     reap(block=True)
     if _JUDGE[0] is not None:
         _JUDGE[0].close()
