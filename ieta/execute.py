@@ -52,10 +52,15 @@ def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bo
     return req, test
 
 
+def _jobs(pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
+          trace: bool) -> list[tuple[dict, object]]:
+    return [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
+
+
 def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
-         trace: bool, on_done=None) -> list[dict]:
-    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order."""
-    jobs = [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
+         trace: bool, on_done=None, jobs: list | None = None) -> list[dict]:
+    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order (``jobs``: their requests, if built)."""
+    jobs = jobs if jobs is not None else _jobs(pmap, samples, indices, config, trace)
     out = []
     for i, (req, test), resp in zip(indices, jobs, pool.map((j[0] for j in jobs), on_done)):
         p = pmap[samples[i]["task_id"]]
@@ -85,15 +90,20 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
             rec["completion_id"] = counters[s["task_id"]]
         counters[s["task_id"]] += 1
         records.append(rec)
-    from tqdm.auto import tqdm
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # (it imports asyncio: 50 ms that a quiet call does not pay)
 
-    bar = tqdm(total=len(samples), desc="execute", unit="sample", disable=not progress, dynamic_ncols=True)
-    with Pool(config) as pool:
-        isolation = isolation_summary(pool.info | {"backend": config.backend})
+        bar = tqdm(total=len(samples), desc="execute", unit="sample", dynamic_ncols=True)
+    with Pool(config) as pool:  # the zygotes boot while the requests are built
         everything = list(range(len(samples)))
-        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, config, False, bar.update)):
+        jobs = _jobs(pmap, samples, everything, config, False)
+        isolation = isolation_summary(pool.info | {"backend": config.backend})
+        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, config, False, bar and bar.update,
+                                              jobs)):
             rec.update(verdict, isolation=isolation)
-        bar.close()
+        if bar is not None:
+            bar.close()
         again = [i for i, r in enumerate(records) if r["outcome"] == "sandbox_error"]
         for i, verdict in zip(again, _run(pool, pmap, samples, again, config, False)):
             records[i].update(verdict, sandbox_retried=True)

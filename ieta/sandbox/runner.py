@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -126,28 +127,48 @@ class Zygote:
 
 
 class Pool:
-    """``workers`` zygotes serving requests from a thread pool; use as a context manager."""
+    """``workers`` zygotes serving requests from a thread pool; use as a context manager.
+
+    The zygotes start booting at construction; :meth:`ready` (called by ``info`` and ``run_one`` too) waits for
+    them, so the caller can prepare its requests meanwhile."""
 
     def __init__(self, config: SandboxConfig):
         self.config = config
         self.zygotes = [Zygote(config, slot, start=False) for slot in range(config.n_workers)]
+        self.free: queue.Queue[Zygote] = queue.Queue()
+        self._ready, self._failed, self._lock = False, None, threading.Lock()
         try:
-            for z in self.zygotes:  # start all at once, then wait for each
+            for z in self.zygotes:  # start all at once; ready() waits for each
                 z.launch()
-            for z in self.zygotes:
-                z.handshake()
         except BaseException:
             self.close()
             raise
-        self.free: queue.Queue[Zygote] = queue.Queue()
-        for z in self.zygotes:
-            self.free.put(z)
+
+    def ready(self) -> None:
+        """Wait until every zygote has said which isolation it set up (raises ``SandboxError`` as ``Zygote`` does)."""
+        with self._lock:
+            if self._ready:
+                return
+            if self._failed is not None:  # another thread's wait already failed: the same error
+                raise self._failed
+            try:
+                for z in self.zygotes:
+                    z.handshake()
+            except BaseException as e:
+                self._failed = e
+                self.close()
+                raise
+            for z in self.zygotes:
+                self.free.put(z)
+            self._ready = True
 
     @property
     def info(self) -> dict:
+        self.ready()
         return self.zygotes[0].info
 
     def run_one(self, request: dict) -> dict:
+        self.ready()
         zygote = self.free.get()
         try:
             return zygote.run(request)
