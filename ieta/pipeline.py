@@ -58,6 +58,11 @@ def _code_version() -> dict:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+#: read when this module is imported: a Hydra multirun imports the code once, so every job of a sweep records the
+#: code it runs, even if the checkout moves on meanwhile
+CODE_VERSION = _code_version()
+
+
 def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], device: str, dtype: torch.dtype) -> dict:
     return {
         "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
@@ -67,7 +72,7 @@ def _run_info(cfg: RunConfig, train: list[Problem], evaluation: list[Problem], d
         "sampler": {"n": cfg.sampler.n, "train_n": cfg.sampler.train_n or cfg.sampler.n,
                     "temperature": cfg.sampler.temperature, "max_new_tokens": cfg.sampler.max_new_tokens},
         "device": device, "dtype": str(dtype).removeprefix("torch."),
-        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(), "code": _code_version(),
+        "sandbox": sandbox_info(SandboxConfig(**cfg.sandbox)), "versions": _versions(), "code": CODE_VERSION,
         "config": _plain_config(cfg),
     }
 
