@@ -54,13 +54,13 @@ def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bo
 
 def _jobs(pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
           trace: bool) -> list[tuple[dict, object]]:
+    """The sandbox request and the instrumented test of ``samples[i]`` for each ``i`` in ``indices``."""
     return [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
 
 
-def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
-         trace: bool, on_done=None, jobs: list | None = None) -> list[dict]:
-    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order (``jobs``: their requests, if built)."""
-    jobs = jobs if jobs is not None else _jobs(pmap, samples, indices, config, trace)
+def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], jobs: list,
+         config: SandboxConfig, on_done=None) -> list[dict]:
+    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order (``jobs``: their ``_jobs``)."""
     out = []
     for i, (req, test), resp in zip(indices, jobs, pool.map((j[0] for j in jobs), on_done)):
         p = pmap[samples[i]["task_id"]]
@@ -99,18 +99,19 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
         everything = list(range(len(samples)))
         jobs = _jobs(pmap, samples, everything, config, False)
         isolation = isolation_summary(pool.info | {"backend": config.backend})
-        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, config, False, bar and bar.update,
-                                              jobs)):
+        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, jobs, config, bar and bar.update)):
             rec.update(verdict, isolation=isolation)
         if bar is not None:
             bar.close()
         again = [i for i, r in enumerate(records) if r["outcome"] == "sandbox_error"]
-        for i, verdict in zip(again, _run(pool, pmap, samples, again, config, False)):
+        retry_jobs = _jobs(pmap, samples, again, config, False)
+        for i, verdict in zip(again, _run(pool, pmap, samples, again, retry_jobs, config)):
             records[i].update(verdict, sandbox_retried=True)
         failing = [i for i, r in enumerate(records) if not r["passed"] and r["outcome"] not in
                    ("syntax_error", "sandbox_error")]
         if config.trace and failing:
-            for i, traced in zip(failing, _run(pool, pmap, samples, failing, config, True)):
+            traced_jobs = _jobs(pmap, samples, failing, config, True)
+            for i, traced in zip(failing, _run(pool, pmap, samples, failing, traced_jobs, config)):
                 records[i]["line_trace"] = traced["line_trace"] or []
     return records
 
