@@ -106,3 +106,14 @@ def test_rlaif_trains_on_the_problems_not_every_sample_solved(tmp_path):
     write_jsonl(path, [{"task_id": i, "passed": True} for i in ids])
     assert unsolved(problems, path) == problems  # every one solved: nothing to prefer, train on all
     assert unsolved(problems, tmp_path / "missing.jsonl") == problems
+
+
+def test_bench_train_grpo_times_the_steps_asked_for(capsys):
+    """``python -m ieta.bench train --method grpo --steps N`` times N steps after the warm-up, whatever the preset's
+    own ``method.rlaif.max_steps`` says (quick's is 2)."""
+    from ieta.bench.train import main as bench
+
+    assert bench(["--method", "grpo", "--problems", "2", "--steps", "3", "--warmup", "0", "model=tiny",
+                  "method.rlaif.max_completion_length=16"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("grpo"))
+    assert "(median of 3; steps " in line and "ms per completion token" in line, line

@@ -103,8 +103,10 @@ def grpo(args) -> int:
     from ieta.methods.rlaif import train_rlaif
     from ieta.policy import load_policy
 
-    cfg = validate(compose_config(["experiment=quick", "method=rlaif", "progress=false", *args.overrides]))
     steps = args.warmup + args.steps
+    # the preset's own step count (method.rlaif.max_steps) would cap the steps asked for
+    cfg = validate(compose_config(["experiment=quick", "method=rlaif", "progress=false",
+                                   f"method.rlaif.max_steps={steps}", *args.overrides]))
     model, tokenizer, _, _ = load_policy(cfg)
     problems = load_problems("humaneval", limit=args.problems)
     timer = StepTimer()
