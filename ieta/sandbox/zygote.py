@@ -223,14 +223,21 @@ class Candidate:
         self.out_r, out_w = os.pipe()
         call_r, self.call_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
+        self.child_ends = (out_w, call_r, reply_w, cg_fd)
         self.flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
+        self.pid = None
+
+    def fork(self, cfg, info):
+        """Start the process (it closes every fd but its own ends as it confines itself)."""
         self.pid = isolate.spawn(self.flags)
         if self.pid == 0:
-            for fd in (self.out_r, self.call_w, self.reply_r):
+            candidate_child(cfg, info, self.uid, *self.child_ends, self.tmp)
+
+    def close_child_ends(self):
+        for fd in self.child_ends:
+            if fd is not None:
                 os.close(fd)
-            candidate_child(cfg, info, self.uid, out_w, call_r, reply_w, cg_fd, self.tmp)
-        for fd in (out_w, call_r, reply_w) + ((cg_fd,) if cg_fd is not None else ()):
-            os.close(fd)
+        self.child_ends = ()
 
     def start(self, req):
         """Hand it the program; False if it is already gone (its confinement failed)."""
@@ -257,16 +264,26 @@ _READY = collections.deque()  # confined candidates' processes waiting for their
 _SEQ = itertools.count(1)     # names their tmp dirs and cgroups
 
 
+def _spawn(cfg, info, cg, count):
+    """``count`` candidates' processes: everything prepared first, then the forks back to back, so that between two
+    forks this process writes (and so copies) as few pages as it can."""
+    cands = [Candidate(cfg, info, next(_SEQ), cg) for _ in range(count)]
+    for cand in cands:
+        cand.fork(cfg, info)
+    for cand in cands:
+        cand.close_child_ends()
+    return cands
+
+
 def prespawn(cfg, info, cg):
     """Fork the next burst of candidates' processes once none is left waiting."""
     if not _READY:
-        for _ in range(BURST):
-            _READY.append(Candidate(cfg, info, next(_SEQ), cg))
+        _READY.extend(_spawn(cfg, info, cg, BURST))
 
 
 def supervise(req, cfg, info, cg=None):
     """Run one sample; returns the response."""
-    cand = _READY.popleft() if _READY else Candidate(cfg, info, next(_SEQ), cg)
+    cand = _READY.popleft() if _READY else _spawn(cfg, info, cg, 1)[0]
     uid, cpid, flags, out_r, cg_name = cand.uid, cand.pid, cand.flags, cand.out_r, cand.cg_name
     rep_r, rep_w = os.pipe()
     t0 = time.monotonic()
