@@ -117,8 +117,8 @@ def main(argv: list[str]) -> int:
     problems = load_problems("humaneval", limit=args.limit)
     if args.samples:
         samples = _real_samples(args.samples, {p.task_id for p in problems})
-        problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
-        args.repeat = 1
+        used = {s["task_id"] for s in samples}
+        problems = [p for p in problems if p.task_id in used]
     else:
         samples = [{"task_id": p.task_id, "completion": p.canonical_solution} for _ in range(args.repeat)
                    for p in problems]
