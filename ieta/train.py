@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from datasets import Dataset
 from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
 from ieta.io import atomic_path, write_jsonl
+from ieta.shared_prompt import shared_prompts
 
 
 def as_base_model(model):
@@ -132,7 +133,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel.
 
     ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``);
-    ``trl_defaults`` leaves out ``DPO_SETTINGS`` and :func:`completion_logits_only` (the benchmark's reference)."""
+    ``trl_defaults`` leaves out ``DPO_SETTINGS``, :func:`completion_logits_only` and
+    :func:`ieta.shared_prompt.shared_prompts` (each pair's prompt computed once): the benchmark's reference."""
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
@@ -146,7 +148,10 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     if len(dataset) > seen:  # the pairs `steps` steps will draw: precomputed reference log-probs cover no others
         dataset = dataset.shuffle(seed=seed).select(range(seen))
     tokenizer.padding_side = "right"
-    with nullcontext() if trl_defaults else completion_logits_only():
+    with ExitStack() as stack:
+        if not trl_defaults:
+            stack.enter_context(completion_logits_only())
+            stack.enter_context(shared_prompts(model))
         trainer = DPOTrainer(model=model, args=args, train_dataset=shared_dataset(dataset, out_dir / "trainer" / "pairs"),
                              processing_class=tokenizer, peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
         drop_precompute_engine(trainer)

@@ -82,3 +82,31 @@ def test_completion_logits_only_scores_the_same_labelled_positions():
     assert trl_utils._use_triton is original
     scored = labels[:, 1:] != -100
     assert torch.allclose(compact[scored], every[scored], atol=1e-5) and not compact[~scored].any()
+
+
+def test_dpo_with_shared_prompts_logs_trls_log_probs(tmp_path, monkeypatch):
+    """train_dpo computes each pair's prompt once (ieta.shared_prompt); TRL's plain two-row forward
+    (``trl_defaults``) logs the same policy log-probs, losses and rewards at each of 2 steps: the same training."""
+    cfg = validate(compose_config(["model=tiny", "method=dpo", "method.learning_rate=1e-2", "method.lora.dropout=0"]))
+    tok = load_tokenizer("tiny")
+    import ieta.shared_prompt as shared_prompt
+
+    packed, real_pack = [], shared_prompt.pack
+    monkeypatch.setattr(shared_prompt, "pack", lambda *a: packed.append(real_pack(*a)) or packed[-1])
+    logs = []
+    for trl_defaults in (False, True):
+        model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
+        out = tmp_path / str(trl_defaults)
+        train_dpo(model, tok, PAIRS, cfg.method, steps=2, out_dir=out, seed=0, progress=False,
+                  trl_defaults=trl_defaults)
+        logs.append([e for e in read_jsonl(out / "train_log.jsonl") if "loss" in e])
+        if not trl_defaults:  # the reference pass and both steps ran packed; the TRL run never packs
+            assert len(packed) >= 3 and all(p is not None for p in packed)
+            count = len(packed)
+    assert len(packed) == count
+    ours, trl = logs
+    assert len(ours) == len(trl) == 2
+    for a, b in zip(ours, trl):
+        for key in ("logps/chosen", "logps/rejected", "loss", "rewards/margins", "logits/chosen"):
+            assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), (key, a[key], b[key])
+    assert ours[1]["logps/chosen"] != ours[0]["logps/chosen"]  # the first step moved the policy

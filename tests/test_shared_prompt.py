@@ -1,0 +1,90 @@
+"""The shared-prompt forward of DPO pairs (ieta.shared_prompt) gives TRL's per-token log-probs and gradients."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from trl.trainer.utils import add_fused_lm_head
+
+from ieta.models import load_model
+from ieta.shared_prompt import pack, shared_prompts
+from tests.test_sample import RANDOM_INIT
+
+PROMPT = [5, 9, 31, 200, 7]
+#: pairs as (prompt, chosen completion, rejected completion): completions that share their first token, that share
+#: nothing, one a prefix of the other, and a pair whose prompt differs from the others' (a 1-token prompt)
+PAIRS = [
+    (PROMPT, [8, 41, 3], [8, 42, 3, 9, 9]),
+    (PROMPT + [66, 12], [13, 14, 15, 16], [99, 98]),
+    ([6, 1], [2, 77, 90], [2, 77, 90, 4, 4, 4]),
+    ([44], [17, 18], [19]),
+]
+
+
+def _batch(pairs):
+    """TRL's DPO layout: [chosen..., rejected...], right-padded, labels only on completion tokens."""
+    rows = [p + c for p, c, _ in pairs] + [p + r for p, _, r in pairs]
+    prompts = [len(p) for p, _, _ in pairs] * 2
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    completion = torch.tensor([[0] * n + [1] * (len(r) - n) + [0] * (width - len(r)) for r, n in zip(rows, prompts)])
+    return ids, mask, ids.masked_fill(completion == 0, -100)
+
+
+def _model(implementation: str):
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
+    model.config._attn_implementation = implementation
+    add_fused_lm_head(model)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
+                                             lora_dropout=0.0, init_lora_weights=False))
+    return model
+
+
+def _log_probs_and_grads(model, ids, mask, labels):
+    model.zero_grad()
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True, use_cache=False).log_probs
+    out.sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_pairs_give_the_separate_rows_log_probs_and_gradients(implementation):
+    model = _model(implementation)
+    ids, mask, labels = _batch(PAIRS)
+    separate, grads = _log_probs_and_grads(model, ids, mask, labels)
+    backbone = model.get_base_model().base_model
+    with shared_prompts(model.get_base_model()):
+        assert "forward" in backbone.__dict__
+        packed, packed_grads = _log_probs_and_grads(model, ids, mask, labels)
+    assert "forward" not in backbone.__dict__  # restored
+    assert (labels[:, 1:] != -100).sum() == (separate != 0).sum()  # every completion token is scored
+    assert torch.allclose(packed, separate, atol=1e-5), (packed - separate).abs().max()
+    for name, grad in grads.items():
+        assert torch.allclose(packed_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_pack_computes_each_shared_prefix_once():
+    ids, mask, _ = _batch(PAIRS)
+    packed = pack(ids, mask)
+    lengths = [2 * len(p) + len(c) + len(r) - s for (p, c, r), s in zip(PAIRS, (6, 7, 5, 1))]  # s: shared tokens
+    assert packed.ids.shape == (len(PAIRS), max(lengths))
+    assert packed.ids.numel() < ids.numel()
+    # pair 0: prompt + the shared first completion token once, then chosen's rest, then rejected's rest
+    assert packed.ids[0, : lengths[0]].tolist() == PROMPT + [8, 41, 3, 42, 3, 9, 9]
+    assert packed.positions[0, : lengths[0]].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9]
+    allowed = packed.allowed[0, 0]
+    assert not allowed[8, 6] and not allowed[8, 7] and allowed[8, 5]  # rejected's rest never sees chosen's
+
+
+def test_other_layouts_run_unchanged():
+    ids, mask, _ = _batch(PAIRS)
+    assert pack(ids[:3], mask[:3]) is None  # odd batch
+    assert pack(ids, mask.flip(-1)) is None  # left padding
+    assert pack(ids, None) is None
+    model = _model("sdpa").get_base_model()
+    with torch.no_grad():
+        plain = model(input_ids=ids[:3], attention_mask=mask[:3]).logits
+        with shared_prompts(model):
+            same = model(input_ids=ids[:3], attention_mask=mask[:3]).logits
+    assert torch.equal(plain, same)
