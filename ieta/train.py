@@ -18,7 +18,7 @@ from datasets import Dataset
 from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
 from ieta.io import atomic_path, write_jsonl
-from ieta.shared_prompt import shared_prompts
+from ieta.dpo_forward import shared_forward
 
 
 def as_base_model(model):
@@ -134,7 +134,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
 
     ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``);
     ``trl_defaults`` leaves out ``DPO_SETTINGS``, :func:`completion_logits_only` and
-    :func:`ieta.shared_prompt.shared_prompts` (each pair's prompt computed once): the benchmark's reference."""
+    :func:`ieta.dpo_forward.shared_forward` (what pairs share computed once): the benchmark's reference."""
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
@@ -151,7 +151,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     with ExitStack() as stack:
         if not trl_defaults:
             stack.enter_context(completion_logits_only())
-            stack.enter_context(shared_prompts(model))
+            stack.enter_context(shared_forward(model))
         trainer = DPOTrainer(model=model, args=args, train_dataset=shared_dataset(dataset, out_dir / "trainer" / "pairs"),
                              processing_class=tokenizer, peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
         drop_precompute_engine(trainer)

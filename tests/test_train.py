@@ -1,5 +1,6 @@
 """DPO training really updates the LoRA weights of a tiny random Qwen2 (TRL's own testing pattern)."""
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -84,15 +85,18 @@ def test_completion_logits_only_scores_the_same_labelled_positions():
     assert torch.allclose(compact[scored], every[scored], atol=1e-5) and not compact[~scored].any()
 
 
-def test_dpo_with_shared_prompts_logs_trls_log_probs(tmp_path, monkeypatch):
-    """train_dpo computes each pair's prompt once (ieta.shared_prompt); TRL's plain two-row forward
-    (``trl_defaults``) logs the same policy log-probs, losses and rewards at each of 2 steps: the same training."""
-    cfg = validate(compose_config(["model=tiny", "method=dpo", "method.learning_rate=1e-2", "method.lora.dropout=0"]))
+@pytest.mark.parametrize("top_layers", ["null", "1"])
+def test_dpo_with_the_shared_forward_logs_trls_log_probs(tmp_path, monkeypatch, top_layers):
+    """train_dpo computes what each pair shares once (ieta.dpo_forward); TRL's plain two-row forward
+    (``trl_defaults``) logs the same policy log-probs, losses and rewards at each of 2 steps: the same training.
+    With adapters on the top block only, the bottom block's output is kept from the reference pass."""
+    cfg = validate(compose_config(["model=tiny", "method=dpo", "method.learning_rate=1e-2", "method.lora.dropout=0",
+                                   f"method.lora.top_layers={top_layers}"]))
     tok = load_tokenizer("tiny")
-    import ieta.shared_prompt as shared_prompt
+    import ieta.dpo_forward as dpo_forward
 
-    packed, real_pack = [], shared_prompt.pack
-    monkeypatch.setattr(shared_prompt, "pack", lambda *a: packed.append(real_pack(*a)) or packed[-1])
+    packed, real_pack = [], dpo_forward.pack
+    monkeypatch.setattr(dpo_forward, "pack", lambda *a: packed.append(real_pack(*a)) or packed[-1])
     logs = []
     for trl_defaults in (False, True):
         model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)

@@ -1,4 +1,5 @@
-"""The shared-prompt forward of DPO pairs (ieta.shared_prompt) gives TRL's per-token log-probs and gradients."""
+"""DPO's shared forward (ieta.dpo_forward: one row per pair, frozen blocks kept) gives TRL's per-token log-probs
+and gradients."""
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
 
 from ieta.models import load_model
-from ieta.shared_prompt import pack, shared_prompts
+from ieta.dpo_forward import frozen_blocks, pack, shared_forward
 from tests.test_sample import RANDOM_INIT
 
 PROMPT = [5, 9, 31, 200, 7]
@@ -31,12 +32,14 @@ def _batch(pairs):
     return ids, mask, ids.masked_fill(completion == 0, -100)
 
 
-def _model(implementation: str):
-    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
+def _model(implementation: str, top: int | None = None, layers: int = 2):
+    """The tiny Qwen2 with TRL's fused head and a random (non-zero) LoRA adapter on all blocks, or the ``top`` ones."""
+    model = load_model("tiny", torch.float32, "cpu", random_init={**RANDOM_INIT, "num_hidden_layers": layers}, seed=0)
     model.config._attn_implementation = implementation
     add_fused_lm_head(model)
+    where = None if top is None else list(range(layers - top, layers))
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
-                                             lora_dropout=0.0, init_lora_weights=False))
+                                             lora_dropout=0.0, init_lora_weights=False, layers_to_transform=where))
     return model
 
 
@@ -47,21 +50,56 @@ def _log_probs_and_grads(model, ids, mask, labels):
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-def test_packed_pairs_give_the_separate_rows_log_probs_and_gradients(implementation):
-    model = _model(implementation)
-    ids, mask, labels = _batch(PAIRS)
-    separate, grads = _log_probs_and_grads(model, ids, mask, labels)
-    backbone = model.get_base_model().base_model
-    with shared_prompts(model.get_base_model()):
-        assert "forward" in backbone.__dict__
-        packed, packed_grads = _log_probs_and_grads(model, ids, mask, labels)
-    assert "forward" not in backbone.__dict__  # restored
-    assert (labels[:, 1:] != -100).sum() == (separate != 0).sum()  # every completion token is scored
+def _assert_same(got, want):
+    (packed, packed_grads), (separate, grads) = got, want
     assert torch.allclose(packed, separate, atol=1e-5), (packed - separate).abs().max()
     for name, grad in grads.items():
         assert torch.allclose(packed_grads[name], grad, atol=1e-5, rtol=1e-4), name
     assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_pairs_give_the_separate_rows_log_probs_and_gradients(implementation):
+    model = _model(implementation)
+    ids, mask, labels = _batch(PAIRS)
+    separate = _log_probs_and_grads(model, ids, mask, labels)
+    backbone = model.get_base_model().base_model
+    assert frozen_blocks(backbone) == 0  # adapters on every block: nothing to keep
+    with shared_forward(model.get_base_model()):
+        assert "forward" in backbone.__dict__
+        packed = _log_probs_and_grads(model, ids, mask, labels)
+        assert not backbone.forward.kept
+    assert "forward" not in backbone.__dict__  # restored
+    assert (labels[:, 1:] != -100).sum() == (separate[0] != 0).sum()  # every completion token is scored
+    _assert_same(packed, separate)
+
+
+def test_frozen_blocks_are_computed_once_per_pair_and_give_the_same_training_signal():
+    """Adapters on the top 2 of 4 blocks: the first forward keeps each pair's hidden states after block 2 (also
+    under no_grad with the adapter off, as TRL's reference pass runs); a later forward of the same pairs, in another
+    batch, starts there and gives the full forward's log-probs and LoRA gradients."""
+    model = _model("sdpa", top=2, layers=4)
+    backbone = model.get_base_model().base_model
+    assert frozen_blocks(backbone) == 2
+    ids, mask, labels = _batch(PAIRS)
+    separate = _log_probs_and_grads(model, ids, mask, labels)
+    with shared_forward(model.get_base_model()):
+        with torch.no_grad(), model.disable_adapter():  # the reference pass, all pairs in one batch
+            model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True, use_cache=False)
+        kept = backbone.forward.kept
+        assert len(kept) == len(PAIRS)
+        hits = []
+        real = backbone.layers[0].forward
+        backbone.layers[0].forward = lambda *a, **k: hits.append(1) or real(*a, **k)
+        try:
+            steps = [_log_probs_and_grads(model, ids, mask, labels)]
+            two = [0, 1, len(PAIRS), len(PAIRS) + 1]  # a batch of the first two pairs
+            steps.append(_log_probs_and_grads(model, ids[two], mask[two], labels[two]))
+        finally:
+            del backbone.layers[0].forward
+        assert not hits  # the frozen block never ran again
+    _assert_same(steps[0], separate)
+    assert torch.allclose(steps[1][0], separate[0][two], atol=1e-5)
 
 
 def test_pack_computes_each_shared_prefix_once():
@@ -85,6 +123,6 @@ def test_other_layouts_run_unchanged():
     model = _model("sdpa").get_base_model()
     with torch.no_grad():
         plain = model(input_ids=ids[:3], attention_mask=mask[:3]).logits
-        with shared_prompts(model):
+        with shared_forward(model):
             same = model(input_ids=ids[:3], attention_mask=mask[:3]).logits
     assert torch.equal(plain, same)
