@@ -246,10 +246,11 @@ def uses_decoder(model) -> str | None:
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float, top_p: float,
              max_new_tokens: int, batch_size: int, stops: list[str], seed: int, quantize: str = "none",
-             progress: bool = True, desc: str = "sample") -> list[list[str]]:
+             progress: bool = True, desc: str = "sample", work: list | None = None) -> list[list[str]]:
     """``n`` continuations per prompt, in input order. Up to ``batch_size`` sequences (at least ``n``) decode
     together; prompts join longest first, each prefilled once for its ``n`` samples. Seeded: the same call gives the
-    same samples. ``quantize``: ``sampler.quantize`` (see :func:`sampling_path`). The model is left in eval mode."""
+    same samples. ``quantize``: ``sampler.quantize`` (see :func:`sampling_path`). The model is left in eval mode.
+    ``work``: a list that receives :attr:`ieta.decode.Decoder.work` (left empty on the model-forward path)."""
     model.eval()
     compute, _ = sampling_path(model, quantize)
     tokenizer.padding_side = "left"
@@ -275,6 +276,8 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: f
             bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
             bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue), refresh=False)  # the bar redraws at its own pace
     bar.close()
+    if work is not None and fallback is None:
+        work.extend(batch.decoder.work)
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 

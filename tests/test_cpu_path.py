@@ -137,3 +137,35 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits()
         logits.append(decoder.step())
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
     assert torch.allclose(logits[1][2], _reference_logits(model, prompts[1]), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_prepacked_matmul_gives_f_linear_values(dtype):
+    """FloatMatmul reorders its weight once into oneDNN's layout (where this build has oneDNN, as the CPU wheels
+    do); at every row count a decode or prefill uses it gives F.linear's values (prepack=False: the plain path)."""
+    from ieta.decode import FloatMatmul
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(200, 48), torch.randn(200)
+    packed, plain = FloatMatmul(weight, bias, dtype), FloatMatmul(weight, bias, dtype, prepack=False)
+    assert (packed.packed is not None) == torch.backends.mkldnn.is_available() and plain.packed is None
+    for rows in (1, 3, 64, 130):
+        x = torch.randn(rows, 48).to(dtype)
+        got, want = packed(x), plain(x)
+        assert got.dtype == want.dtype == dtype and got.shape == (rows, 200)
+        assert torch.allclose(got.float(), want.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
+
+
+def test_generate_reports_the_decoders_forwards():
+    """``work`` receives each prefill's computed tokens and each decode step's rows: the benchmark's workload limit."""
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
+    prompts = ["def add(a, b):\n    return", "import os\nprint("]
+    work = []
+    out = generate(model, tok, prompts, n=2, temperature=0.8, top_p=0.95, max_new_tokens=6, batch_size=4, stops=[],
+                   seed=0, progress=False, work=work)
+    assert len(out) == 2 and all(len(s) == 2 for s in out)
+    prefill = [count for kind, count in work if kind == "prefill"]
+    steps = [count for kind, count in work if kind == "step"]
+    assert sum(prefill) == sum(len(ids) - 1 for ids in tok(prompts)["input_ids"])  # no shared prefix here
+    assert steps[0] == 4 and len(steps) <= 6 and all(0 < r <= 4 for r in steps)

@@ -12,7 +12,9 @@ strings, temperature 0.8, top-p 0.95) and prints:
   ``problems x n`` rows at once via ``num_return_sequences``, in the model's best dtype on this CPU), ``cb``
   (transformers' continuous batching ``generate_batch``, where it runs on CPU; else why not) and, with ``--plain``,
   plain batch-1 fp32 ``generate`` on that many prompts;
-- ratios against the strongest reference, and how far the sampler is from the roofline.
+- the limit of this very workload: the sampler's own forwards (prefill tokens, each decode step's rows) at the
+  roofline, so that the partly empty batch at the end and the prefill are counted;
+- ratios against the strongest reference, and how far the sampler is from the roofline and the workload limit.
 
 Tokens are counted alike for everyone: each completion's text up to and including its first stop string, re-tokenized.
 """
@@ -85,11 +87,12 @@ def count_tokens(tok, texts: list[str], stops: list[str]) -> int:
     return total
 
 
-def _ours(model, tok, prompts, args) -> tuple[list[str], float, float]:
-    t0, c0 = time.perf_counter(), time.process_time()  # the decoder's weight conversion counts as sampling time
+def _ours(model, tok, prompts, args) -> tuple[list[str], float, float, list]:
+    t0, c0, work = time.perf_counter(), time.process_time(), []  # the weights' conversion counts as sampling time
     outputs = generate(model, tok, prompts, n=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                       stops=stop_strings("chat"), seed=0, quantize=args.quantize, progress=False, **SETTINGS)
-    return [t for samples in outputs for t in samples], time.perf_counter() - t0, time.process_time() - c0
+                       stops=stop_strings("chat"), seed=0, quantize=args.quantize, progress=False, work=work,
+                       **SETTINGS)
+    return [t for samples in outputs for t in samples], time.perf_counter() - t0, time.process_time() - c0, work
 
 
 @torch.inference_mode()
@@ -173,14 +176,14 @@ def main(argv: list[str]) -> int:
     compute = _print_path(model, args.quantize)
 
     torch.manual_seed(0)
-    texts, seconds, cpu = _ours(model, tok, prompts, args)
+    texts, seconds, cpu, work = _ours(model, tok, prompts, args)
     generated = count_tokens(tok, texts, stops)
     ours = generated / seconds
     rows = {"ieta sampler": (generated, seconds)}
     print(f"{'ieta sampler':17s} {compute} batch {args.batch_size}: {generated:6d} tokens {seconds:7.1f} s "
           f"{ours:7.1f} tokens/s ({cpu:.1f} CPU s on {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})")
 
-    _roofline(model, compute, args, ours, tok, prompts)  # before the (slow) references
+    _roofline(model, compute, args, ours, tok, prompts, work, generated)  # before the (slow) references
 
     best = torch.bfloat16 if device == "cpu" and native_bf16() else dtype
     references = [r for r in args.references.split(",") if r]
@@ -216,7 +219,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _roofline(model, compute: str, args, ours: float, tok, prompts) -> None:
+def _roofline(model, compute: str, args, ours: float, tok, prompts, work: list, generated: int) -> None:
     cfg = model.config
     prompt_mean = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
     context = int(prompt_mean + args.max_new_tokens / 2)  # cached tokens per row at a typical step
@@ -234,6 +237,23 @@ def _roofline(model, compute: str, args, ours: float, tok, prompts) -> None:
           f"{memory_bound:.0f} tokens/s; compute {rate / 1e9:.0f} G{'OP' if compute == 'int8' else 'FLOP'}/s "
           f"({compute} {rows}x{cfg.hidden_size}x{2 * cfg.intermediate_size} GEMM), {flops / 1e9:.2f} GFLOP per token "
           f"({linear / 1e6:.0f}M linear params incl. the LM head) -> {compute_bound:.0f} tokens/s")
-    print(f"distance          the sampler runs at {ours / ceiling:.0%} of the {ceiling:.0f} tokens/s roofline "
-          f"({'compute' if compute_bound < memory_bound else 'memory'}-bound at {rows} rows; the end-to-end figure also "
-          f"pays the prefill and the partly empty batch at the end)")
+    print(f"distance          the sampler runs at {ours / ceiling:.0%} of the {ceiling:.0f} tokens/s full-batch roofline "
+          f"({'compute' if compute_bound < memory_bound else 'memory'}-bound at {rows} rows)")
+    if not work:
+        print("workload limit    n/a: the model-forward path keeps no record of its forwards")
+        return
+    # this run's own forwards at the roofline: each prefill token at the larger of the two GEMM rates (prompt tokens
+    # need no LM head), each decode step compute- or memory-bound at its own row count
+    prefill = sum(count for kind, count in work if kind == "prefill")
+    steps = [count for kind, count in work if kind == "step"]
+    head = model.get_output_embeddings().weight.numel()
+    prefill_rate = max(rate, gemm_rate(compute, 256, cfg.hidden_size, 2 * cfg.intermediate_size))
+    prefill_s = prefill * (2 * (linear - head) + model_costs(model, int(prompt_mean / 2))[1]) / prefill_rate
+    kv_row = kv_bytes_per_row(model, context, act)
+    decode_s = sum(max(r * flops / rate, (weight_bytes + r * kv_row) / bw) for r in steps)
+    limit = generated / (prefill_s + decode_s)
+    print(f"workload limit    prefill {prefill} tokens >= {prefill_s:.1f} s ({prefill_rate / 1e9:.0f} G/s), "
+          f"{len(steps)} decode steps at {sum(steps) / max(len(steps), 1):.1f} rows on average >= {decode_s:.1f} s "
+          f"-> {limit:.0f} tokens/s for these {generated} tokens")
+    print(f"distance          the sampler runs at {ours / limit:.0%} of this workload's limit (prefill and a batch that "
+          f"empties at the end included)")
