@@ -18,7 +18,9 @@ log-probs) and in every training step. The first forward of a pair keeps it; lat
 first adapted block.
 
 One difference from TRL's two rows: LoRA dropout draws one mask for the shared prefix instead of two.
-Rows of any other shape (odd batch, left padding, a cache, ``inputs_embeds``, custom masks) run the model unchanged.
+Rows of any other shape (odd batch, left padding, a cache, ``inputs_embeds``, custom masks) run the model unchanged,
+and so do models other than :data:`ieta.decode.ARCHITECTURES` (Qwen2, Llama: a backbone that is exactly embed ->
+full-attention blocks -> norm; others may window their attention or scale their embeddings) and windowed configs.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ieta.decode import ARCHITECTURES
+
 #: attention implementations that take a custom 4D mask (sdpa: boolean; eager: additive)
 _MASKED = ("sdpa", "eager")
+
 
 
 @dataclass
@@ -95,7 +100,8 @@ def frozen_blocks(backbone: nn.Module) -> int:
     """How many blocks at the bottom of ``backbone`` (a Llama-shaped decoder stack) compute the same thing in every
     forward: no adapter, no trainable weight, no dropout, full attention. 0 when the stack is not of that shape."""
     layers, config = getattr(backbone, "layers", None), backbone.config
-    if (layers is None or not all(hasattr(backbone, a) for a in ("embed_tokens", "rotary_emb", "norm"))
+    if (layers is None or config.model_type not in ARCHITECTURES
+            or not all(hasattr(backbone, a) for a in ("embed_tokens", "rotary_emb", "norm"))
             or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
             or getattr(config, "attention_dropout", 0.0) or backbone.embed_tokens.weight.requires_grad):
         return 0
@@ -165,9 +171,10 @@ class _Forward:
 def shared_forward(model):
     """Within the block, ``model``'s backbone (``model.base_model``: the decoder stack without the LM head) computes
     what a preference pair's rows share once when it is called on TRL's DPO layout; other calls are unchanged."""
-    backbone = model.base_model
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if backbone is model or implementation not in _MASKED:
+    backbone, config = model.base_model, model.config
+    implementation = getattr(config, "_attn_implementation", None)
+    windowed = any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
+    if backbone is model or implementation not in _MASKED or config.model_type not in ARCHITECTURES or windowed:
         yield
         return
     own = backbone.__dict__.get("forward")

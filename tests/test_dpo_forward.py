@@ -126,3 +126,6 @@ def test_other_layouts_run_unchanged():
         with shared_forward(model):
             same = model(input_ids=ids[:3], attention_mask=mask[:3]).logits
     assert torch.equal(plain, same)
+    model.config.model_type = "gemma"  # not a known embed -> blocks -> norm backbone: TRL's own rows
+    with shared_forward(model):
+        assert "forward" not in model.base_model.__dict__
