@@ -76,12 +76,12 @@ def sampling_path(model, quantize: str) -> tuple[str, str]:
 
 def _record(out: list[list[int]], slots: list[int], token: torch.Tensor, eos: torch.Tensor, limit: int,
             stopped) -> torch.Tensor:
-    """Append each row's token to its output unless it is EOS; returns which rows are done (EOS, ``limit``
-    tokens, a stop string)."""
+    """Append each row's token to its output (an EOS too: it ends the row); returns which rows are done (EOS,
+    ``limit`` tokens, a stop string)."""
     done = torch.isin(token, eos)
     for j, (slot, t) in enumerate(zip(slots, token.tolist())):
+        out[slot].append(t)
         if not done[j]:
-            out[slot].append(t)
             done[j] = len(out[slot]) >= limit or stopped(out[slot])
     return done
 
@@ -103,7 +103,7 @@ class _Stops:
 class _DecoderBatch:
     """Rows decoding together through :class:`ieta.decode.Decoder`; ``slots`` says which output each row writes to."""
 
-    def __init__(self, decoder: Decoder, tokenizer, ids: dict[str, list[int]], stops: _Stops, eos) -> None:
+    def __init__(self, decoder: Decoder, ids: dict, stops: _Stops, eos) -> None:
         self.decoder, self.ids, self.stopped, self.eos = decoder, ids, stops, eos
         self.slots: list[int] = []
 
@@ -225,9 +225,9 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
     return first[:common]
 
 
-def _decoder_batch(model, tokenizer, prompts: list[str], compute: str, capacity: int, max_new_tokens: int,
-                   stops: _Stops, eos: torch.Tensor) -> _DecoderBatch:
-    ids = dict(zip(prompts, tokenizer(prompts)["input_ids"]))
+def _decoder_batch(model, ids: dict, compute: str, capacity: int, max_new_tokens: int, stops: _Stops,
+                   eos: torch.Tensor) -> _DecoderBatch:
+    """The decoder's batch over ``ids`` (each prompt's token ids, keyed as the loop names the prompt)."""
     if min(len(i) for i in ids.values()) < 1:
         raise ValueError("prompts must be at least 1 token long")
     length = max(len(i) for i in ids.values()) + max_new_tokens + 1
@@ -235,7 +235,7 @@ def _decoder_batch(model, tokenizer, prompts: list[str], compute: str, capacity:
     prefix = _common_prefix(list(ids.values())) if len(ids) > 1 else []
     if len(prefix) >= _SHARED_PREFIX:
         decoder.share_prefix(prefix)
-    return _DecoderBatch(decoder, tokenizer, ids, stops, eos)
+    return _DecoderBatch(decoder, ids, stops, eos)
 
 
 def uses_decoder(model) -> str | None:
@@ -254,32 +254,70 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: f
     model.eval()
     compute, _ = sampling_path(model, quantize)
     tokenizer.padding_side = "left"
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # prompt i's sample j is slot i * n + j
-    capacity = min(max(batch_size, n), len(out))
+    capacity = min(max(batch_size, n), len(prompts) * n)
     stopped, eos = _Stops(tokenizer, stops), _eos_ids(model, tokenizer)
     fallback = uses_decoder(model) if prompts else "no prompts"
     if fallback is None:
-        batch, context = _decoder_batch(model, tokenizer, prompts, compute, capacity, max_new_tokens, stopped, eos), nullcontext()
+        ids = dict(zip(prompts, tokenizer(prompts)["input_ids"]))
+        batch, context = _decoder_batch(model, ids, compute, capacity, max_new_tokens, stopped, eos), nullcontext()
     else:  # the model's own forward, int8 through swapped linear layers
         batch = _Batch(model, tokenizer, stopped, eos)
         context = int8_linears(model) if compute == "int8" else nullcontext()
-    bar = tqdm(total=len(out), desc=desc, unit="sample", disable=not progress)
     with context:
-        while queue or batch.slots:
-            room = (capacity - len(batch.slots)) // n
-            while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length
-                admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
-                batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
-                room -= len(admitted)
-            bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
-            bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue), refresh=False)  # the bar redraws at its own pace
-    bar.close()
+        out = _loop(batch, prompts, n, capacity, temperature, top_p, max_new_tokens, seed, model.device,
+                    tqdm(total=len(prompts) * n, desc=desc, unit="sample", disable=not progress))
     if work is not None and fallback is None:
         work.extend(batch.decoder.work)
-    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    ends = set(eos.tolist())
+    texts = tokenizer.batch_decode([o[:-1] if o and o[-1] in ends else o for o in out], skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _loop(batch, prompts: list, n: int, capacity: int, temperature: float, top_p: float, max_new_tokens: int,
+          seed: int, device, bar) -> list[list[int]]:
+    """Decode ``n`` samples of each prompt through ``batch``; returns the token ids of prompt i's sample j at
+    ``i * n + j`` (an EOS kept where it ended the sample)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+    while queue or batch.slots:
+        room = (capacity - len(batch.slots)) // n
+        while queue and room:  # prefill in small groups: one long prompt would pad the whole group to its length
+            admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
+            batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
+            room -= len(admitted)
+        bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
+        bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue), refresh=False)  # the bar redraws at its own pace
+    bar.close()
+    return out
+
+
+@torch.inference_mode()
+def continue_ids(model, contexts: list[list[int]], *, temperature: float, top_p: float, max_new_tokens: int,
+                 seed: int, eos: list[int]) -> list[list[int]]:
+    """One sampled continuation of each token-id context, through :mod:`ieta.decode` in the model's own dtype (the
+    policy's arithmetic, as an on-policy trainer needs), ending at an ``eos`` token (kept) or ``max_new_tokens``.
+    Contexts that repeat (GRPO's group of completions per prompt) share one prefill. Seeded. The model's train/eval
+    mode is left as it is. Raises ``ValueError`` when the model cannot take the decoder (:func:`uses_decoder`)."""
+    why = uses_decoder(model)
+    if why is not None:
+        raise ValueError(f"continue_ids needs IETA's decoder: {why}")
+    keys = [tuple(c) for c in contexts]
+    counts = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    n = next(iter(counts.values())) if len(set(counts.values())) == 1 else 1
+    prompts = list(counts) if n > 1 else keys
+    compute, _ = sampling_path(model, "none")
+    eos_ids = torch.tensor(eos, device=model.device)
+    batch = _decoder_batch(model, {k: list(k) for k in prompts}, compute, len(keys), max_new_tokens, _Stops(None, []),
+                           eos_ids)
+    out = _loop(batch, prompts, n, len(keys), temperature, top_p, max_new_tokens, seed, model.device,
+                tqdm(total=len(keys), disable=True))
+    if n == 1:
+        return out
+    taken = {key: iter(range(i * n, (i + 1) * n)) for i, key in enumerate(prompts)}
+    return [out[next(taken[key])] for key in keys]
 
 
 def sample(model, tokenizer, problems: list[Problem], cfg: SamplerConfig, *, n: int, temperature: float,

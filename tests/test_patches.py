@@ -101,3 +101,20 @@ def test_int8_sampling_finds_torch_int_mm():
     assert callable(getattr(torch, "_int_mm", None)), _patch("int8 GEMMs", "ieta/int8.py") + ": torch._int_mm"
     a, b = torch.ones(32, 32, dtype=torch.int8), torch.ones(32, 32, dtype=torch.int8)
     assert torch._int_mm(a, b)[0, 0].item() == 32
+
+
+def test_grpo_sampling_finds_trls_single_turn_generation():
+    """ieta.grpo_sampling overrides `GRPOTrainer._generate_single_turn` (TRL's one call that generates a batch's
+    completions, also the one interactive's rollouts make) and reads the trainer's sampling settings by name."""
+    from trl import GRPOTrainer
+
+    message = _patch("grpo_sampling", "ieta/grpo_sampling.py")
+    method = getattr(GRPOTrainer, "_generate_single_turn", None)
+    assert callable(method), message + ": GRPOTrainer._generate_single_turn"
+    assert list(inspect.signature(method).parameters)[:5] == ["self", "prompt_ids", "images", "multimodal_fields",
+                                                              "num_generations"], message + ": its signature"
+    source = inspect.getsource(GRPOTrainer)
+    assert "self._generate_single_turn(" in source, message + ": TRL no longer calls it"
+    for name in ("use_vllm", "use_transformers_continuous_batching", "top_k", "min_p", "repetition_penalty",
+                 "eos_token_ids", "temperature", "top_p", "max_completion_length"):
+        assert f"self.{name} =" in source, message + f": GRPOTrainer.{name}"

@@ -215,7 +215,9 @@ def make_trainer(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, s
                  seed: int, progress: bool = True):
     """The GRPOTrainer whose rollouts are the episodes of ``Episodes`` (``rollout_func``), and that environment."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from ieta.grpo_sampling import trainer_class
 
     from ieta.methods.rlaif import unsolved
     from ieta.train import as_base_model, lora_config, trainer_args
@@ -247,7 +249,7 @@ def make_trainer(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, s
     def hidden_tests(prompts, completions, **kwargs):  # TRL logs a reward under its function's name
         return episode_reward(prompts, completions, env=env, **kwargs)
 
-    trainer = GRPOTrainer(model=model, reward_funcs=[hidden_tests], args=args, train_dataset=dataset,
+    trainer = trainer_class()(model=model, reward_funcs=[hidden_tests], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config(method.lora, model),
                           rollout_func=rollout_func)
     return trainer, env

@@ -97,7 +97,9 @@ def unsolved(problems: list[Problem], executions_path: Path) -> list[Problem]:
 def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, steps: int, out_dir: Path, seed: int,
                 progress: bool = True):
     """Run ``steps`` GRPO steps on ``problems``; save the adapter, the log history and the judge's stats."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from ieta.grpo_sampling import trainer_class
 
     if not problems:
         raise ValueError("no training problems for rlaif")
@@ -127,7 +129,7 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     needed = -(-args.generation_batch_size // settings.num_generations)
     dataset = Dataset.from_list(rows * -(-needed // len(rows)))
     with completion_logits_only():
-        trainer = GRPOTrainer(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
+        trainer = trainer_class()(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
                               train_dataset=dataset, processing_class=tokenizer,
                               peft_config=lora_config(method.lora, model))
         if judge is not None and judge.model is None:
