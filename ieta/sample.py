@@ -302,6 +302,8 @@ def continue_ids(model, contexts: list[list[int]], *, temperature: float, top_p:
     why = uses_decoder(model)
     if why is not None:
         raise ValueError(f"continue_ids needs IETA's decoder: {why}")
+    if not contexts:
+        return []
     keys = [tuple(c) for c in contexts]
     counts = {}
     for key in keys:

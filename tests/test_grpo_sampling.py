@@ -47,6 +47,7 @@ def test_continue_ids_distinct_contexts_and_an_eos_that_ends_every_row():
     vocab = list(range(model.config.vocab_size))  # every token ends a row: one token each, and it is kept
     assert [len(o) for o in continue_ids(model, ids, temperature=1.0, top_p=1.0, max_new_tokens=5, seed=0,
                                          eos=vocab)] == [1, 1, 1]
+    assert continue_ids(model, [], temperature=1.0, top_p=1.0, max_new_tokens=5, seed=0, eos=[]) == []
 
 
 def test_grpo_completions_come_from_the_decoder_unless_the_settings_need_trls_generation(tmp_path):
