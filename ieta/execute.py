@@ -52,15 +52,11 @@ def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bo
     return req, test
 
 
-def _jobs(pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
-          trace: bool) -> list[tuple[dict, object]]:
-    """The sandbox request and the instrumented test of ``samples[i]`` for each ``i`` in ``indices``."""
-    return [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
-
-
-def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], jobs: list,
-         config: SandboxConfig, on_done=None) -> list[dict]:
-    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order (``jobs``: their ``_jobs``)."""
+def _run(pool: Pool, pmap: dict[str, Problem], samples: Sequence[dict], indices: list[int], config: SandboxConfig,
+         trace: bool, on_done=None) -> list[dict]:
+    """Records of ``samples[i]`` for ``i`` in ``indices``, in that order. The requests are built before the first
+    one waits for the pool (whose zygotes boot meanwhile)."""
+    jobs = [_request(pmap[samples[i]["task_id"]], samples[i]["completion"], config, trace) for i in indices]
     out = []
     for i, (req, test), resp in zip(indices, jobs, pool.map((j[0] for j in jobs), on_done)):
         p = pmap[samples[i]["task_id"]]
@@ -96,22 +92,19 @@ def execute_samples(problems: Mapping[str, Problem] | Sequence[Problem], samples
 
         bar = tqdm(total=len(samples), desc="execute", unit="sample", dynamic_ncols=True)
     with Pool(config) as pool:  # the zygotes boot while the requests are built
-        everything = list(range(len(samples)))
-        jobs = _jobs(pmap, samples, everything, config, False)
+        verdicts = _run(pool, pmap, samples, list(range(len(samples))), config, False, bar and bar.update)
         isolation = isolation_summary(pool.info | {"backend": config.backend})
-        for rec, verdict in zip(records, _run(pool, pmap, samples, everything, jobs, config, bar and bar.update)):
+        for rec, verdict in zip(records, verdicts):
             rec.update(verdict, isolation=isolation)
         if bar is not None:
             bar.close()
         again = [i for i, r in enumerate(records) if r["outcome"] == "sandbox_error"]
-        retry_jobs = _jobs(pmap, samples, again, config, False)
-        for i, verdict in zip(again, _run(pool, pmap, samples, again, retry_jobs, config)):
+        for i, verdict in zip(again, _run(pool, pmap, samples, again, config, False)):
             records[i].update(verdict, sandbox_retried=True)
         failing = [i for i, r in enumerate(records) if not r["passed"] and r["outcome"] not in
                    ("syntax_error", "sandbox_error")]
         if config.trace and failing:
-            traced_jobs = _jobs(pmap, samples, failing, config, True)
-            for i, traced in zip(failing, _run(pool, pmap, samples, failing, traced_jobs, config)):
+            for i, traced in zip(failing, _run(pool, pmap, samples, failing, config, True)):
                 records[i]["line_trace"] = traced["line_trace"] or []
     return records
 
