@@ -33,30 +33,30 @@ def why_not(trainer, model, images, multimodal_fields) -> str | None:
     return why or uses_decoder(model)
 
 
-def sampled_by(trainer) -> dict[str, int]:
-    """How many completions each generator sampled so far (``"ieta decoder"``, ``"TRL generate (<why>)"``)."""
-    return trainer.__dict__.setdefault("_ieta_sampled_by", {})
-
-
 def trainer_class():
     """TRL's GRPOTrainer with :func:`continue_ids` sampling the completions wherever :func:`why_not` allows."""
     from trl import GRPOTrainer
 
     class IetaGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            #: completions each generator sampled so far (``"ieta decoder"``, ``"TRL generate (<why>)"``); the
+            #: iteration writes it to ``grpo_sampling.json`` (``ieta.train.save_training``)
+            self.sampled_by: dict[str, int] = {}
+            self._decoder_calls = 0
+
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
             model = self.accelerator.unwrap_model(self.model)
             why = why_not(self, model, images, multimodal_fields)
-            by = sampled_by(self)
             key = "ieta decoder" if why is None else f"TRL generate ({why})"
-            by[key] = by.get(key, 0) + len(prompt_ids)
+            self.sampled_by[key] = self.sampled_by.get(key, 0) + len(prompt_ids)
             if why is not None:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                      *args, **kwargs)
-            calls = self.__dict__.get("_ieta_calls", 0)
-            self._ieta_calls = calls + 1
+            self._decoder_calls += 1
             completions = continue_ids(model, prompt_ids, temperature=self.temperature, top_p=self.top_p,
                                        max_new_tokens=self.max_completion_length, eos=list(self.eos_token_ids),
-                                       seed=self.args.seed * 1_000_003 + calls)
+                                       seed=self.args.seed * 1_000_003 + self._decoder_calls - 1)
             return completions, None  # TRL's own path returns no sampling log-probs either
 
     return IetaGRPOTrainer

@@ -9,6 +9,7 @@ as soon as there is room for their ``n`` samples. On CPU, Qwen2/Llama-shaped mod
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import nullcontext
 
 import torch
@@ -305,9 +306,7 @@ def continue_ids(model, contexts: list[list[int]], *, temperature: float, top_p:
     if not contexts:
         return []
     keys = [tuple(c) for c in contexts]
-    counts = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter(keys)  # in first-seen order
     n = next(iter(counts.values())) if len(set(counts.values())) == 1 else 1
     prompts = list(counts) if n > 1 else keys
     compute, _ = sampling_path(model, "none")

@@ -17,9 +17,8 @@ from datasets import Dataset
 
 from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
-from ieta.grpo_sampling import sampled_by
-from ieta.io import atomic_path, write_json, write_jsonl
 from ieta.dpo_forward import shared_forward
+from ieta.io import atomic_path, write_json, write_jsonl
 
 
 def as_base_model(model):
@@ -93,8 +92,8 @@ def save_training(trainer, out_dir: Path):
         trainer.save_model(str(out_dir / "adapter"))
         return trainer.model
     write_jsonl(out_dir / "train_log.jsonl", trainer.state.log_history)
-    if sampled_by(trainer):  # online methods: which generator sampled the completions (ieta.grpo_sampling)
-        write_json(out_dir / "grpo_sampling.json", sampled_by(trainer))
+    if getattr(trainer, "sampled_by", None):  # GRPO: which generator sampled the completions (ieta.grpo_sampling)
+        write_json(out_dir / "grpo_sampling.json", trainer.sampled_by)
     with atomic_path(out_dir / "adapter") as adapter:
         trainer.save_model(str(adapter))
     return trainer.model
