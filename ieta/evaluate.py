@@ -22,6 +22,18 @@ from ieta.rollout import revision_turns, sample_and_execute
 PROTOCOL = "public-test feedback, hidden-test verdict"
 
 
+def seed_free_files(cfg: RunConfig) -> tuple[str, ...]:
+    """Glob patterns of the evaluation files that depend on the policy and not on the stage's seed: those drawn at
+    T=0 (all of them when ``sampler.temperature`` is 0; else the greedy sample and, with ``sampler.revise=greedy``,
+    its revisions). An unchanged policy would make them again, identically."""
+    if cfg.sampler.temperature == 0:
+        return ("eval_*.jsonl",)
+    if not cfg.sampler.greedy_eval:
+        return ()
+    greedy = ("eval_greedy_samples.jsonl", "eval_greedy_executions.jsonl")
+    return greedy + (("eval_greedy_turn*_*.jsonl",) if cfg.sampler.revise == "greedy" else ())
+
+
 def multi_turn_metrics(states: list[list[dict]], mode: str) -> dict:
     """``pass@1_turn<t>`` for each turn's states (``ieta.rollout.revision_turns``) and the protocol label."""
     out = {f"pass@1_turn{t}": compute_metrics(state, [1])["pass@1"] for t, state in enumerate(states, 1)}

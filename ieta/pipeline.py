@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ieta.config import ConfigError, RunConfig
 from ieta.data import Problem, run_splits
-from ieta.evaluate import evaluate
+from ieta.evaluate import evaluate, seed_free_files
 from ieta.execute import SandboxConfig
 from ieta.io import read_json, read_jsonl, write_json, write_jsonl
 from ieta.methods import IterationData, get_method, train_iteration
@@ -26,12 +26,15 @@ from ieta.rollout import repair_turn, sample_and_execute
 from ieta.rollout import run_in_sandbox as execute
 from ieta.sandbox import sandbox_info
 from ieta.seeding import seed_everything, stage_seed
-from ieta.share import Share
+from ieta.share import Share, carry_over
 
 log = logging.getLogger(__name__)
 VERSIONED = ("ieta", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core", "wandb")
 #: config keys a resumed run may change: they do not change its results
 RESUMABLE_KEYS = ("progress", "resume", "logger", "share_dir")
+#: why an iteration that left the policy unchanged carries over the previous iteration's greedy evaluation
+UNCHANGED = ("the policy is the previous iteration's, and these files were drawn at T=0, so they would be made again "
+             "identically (their records name the previous iteration's stage seed, which T=0 does not use)")
 
 
 def _versions() -> dict[str, str]:
@@ -136,7 +139,8 @@ def _vllm_weights(model, tokenizer, cfg: RunConfig, out_dir: Path) -> str | None
 
 
 def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: int, it_dir: Path, weights: str | None):
-    """Sample, execute and pair on the training problems, then update the policy (when the method trains)."""
+    """Sample, execute and pair on the training problems, then update the policy (when the method trains).
+    Returns the policy and whether it changed."""
     temperature = cfg.sampler.temperature if cfg.sampler.train_temperature is None else cfg.sampler.train_temperature
     executions = sample_and_execute(model, tokenizer, train, cfg, n=cfg.sampler.train_n or cfg.sampler.n,
                                     temperature=temperature, seed=stage_seed(cfg.seed, k, 1), out_dir=it_dir,
@@ -157,10 +161,10 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
              sum(r["passed"] for r in executions), len(pairs))
     method = get_method(cfg.method.name)
     if not method.trains:
-        return model
+        return model, False
     from ieta.train import load_adapter
     if (it_dir / "adapter" / "adapter_config.json").exists():  # finished earlier: reload instead of retraining
-        return load_adapter(model, it_dir / "adapter").eval()
+        return load_adapter(model, it_dir / "adapter").eval(), True
     rows: list[dict] = []
     if method.data_file is not None:  # offline: the rows it trains on, on disk for `accelerate launch` processes
         rows_path = it_dir / method.data_file
@@ -171,12 +175,12 @@ def _train_iteration(model, tokenizer, train: list[Problem], cfg: RunConfig, k: 
             write_jsonl(rows_path, rows)
         if not rows:
             log.warning("iteration %d: nothing to train %s on, the policy is left unchanged", k, method.name)
-            return model
+            return model, False
     if cfg.accelerate is not None:  # `accelerate launch` processes train from the run dir; load what they wrote
         from ieta.train_stage import launch
         launch(cfg, it_dir.parent, k)
-        return load_adapter(model, it_dir / "adapter").eval()
-    return train_iteration(model, tokenizer, train, rows, cfg, k, it_dir, seed=stage_seed(cfg.seed, k, 2))
+        return load_adapter(model, it_dir / "adapter").eval(), True
+    return train_iteration(model, tokenizer, train, rows, cfg, k, it_dir, seed=stage_seed(cfg.seed, k, 2)), True
 
 
 def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> list[dict]:
@@ -203,7 +207,11 @@ def run(cfg: RunConfig, run_dir: Path, raw_cfg: DictConfig | None = None) -> lis
                 log.info("iteration %d: the untrained policy's stage files come from the sweep's store %s", k,
                          share.root)
             if k > 0:
-                model = _train_iteration(model, tokenizer, train, cfg, k, it_dir, weights)
+                model, changed = _train_iteration(model, tokenizer, train, cfg, k, it_dir, weights)
+                previous = run_dir / f"iter_{k - 1}"
+                if not changed and (carried := carry_over(previous, it_dir, seed_free_files(cfg), UNCHANGED)):
+                    log.info("iteration %d: the policy is unchanged since iteration %d, so its greedy evaluation is "
+                             "carried over (%s; iter_%d/carried.json)", k, k - 1, ", ".join(carried), k)
                 if (it_dir / "train_log.jsonl").exists():
                     tracker.log_training(k, read_jsonl(it_dir / "train_log.jsonl"))
                     if cfg.sampler.backend == "vllm":  # vLLM serves merged weights from disk

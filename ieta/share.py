@@ -10,6 +10,10 @@ compared on the very same initial samples.
 
 The fingerprint hashes every result-changing setting except the method's (``method.*``), the iteration counts
 (``iteration.*``) and the training launcher (``accelerate``).
+
+Within one run, ``carry_over`` does the same across iterations: when an iteration left the policy unchanged
+(``baseline``, or nothing to train on), its greedy evaluation is the previous iteration's, copied and recorded in
+``iter_<k>/carried.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ SHARED = {0: ("eval_*.jsonl",), 1: ("samples.jsonl", "executions.jsonl")}
 #: config keys (flattened prefixes) that do not change those files
 NOT_SHARED_KEYS = ("method.", "iteration.", "accelerate", "share_dir")
 RECORD = "shared.json"
+#: where an iteration records the files carried over from the one before it (``carry_over``)
+CARRIED = "carried.json"
 
 
 def fingerprint(flat_config: dict) -> str:
@@ -36,8 +42,30 @@ def fingerprint(flat_config: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def matching(directory: Path, patterns) -> list[Path]:
+    """The files of ``directory`` that match any of the glob ``patterns``, sorted."""
+    return sorted({p for pattern in patterns for p in directory.glob(pattern)})
+
+
 def _shared_files(it_dir: Path, iteration: int) -> list[Path]:
-    return sorted({p for pattern in SHARED.get(iteration, ()) for p in it_dir.glob(pattern)})
+    return matching(it_dir, SHARED.get(iteration, ()))
+
+
+def carry_over(previous: Path, it_dir: Path, patterns, why: str) -> list[str]:
+    """Copy ``previous``'s files matching ``patterns`` into ``it_dir`` when it has none of them yet, recording where
+    they came from and ``why`` in ``it_dir/carried.json``; the names copied (none: nothing to carry or already made).
+
+    For stages an unchanged policy would redo identically (``ieta.evaluate.seed_free_files``): the pipeline calls it
+    when an iteration left the policy as it was."""
+    files = matching(previous, patterns)
+    if not files or matching(it_dir, patterns):
+        return []
+    it_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, it_dir / path.name)
+    names = [p.name for p in files]
+    write_json(it_dir / CARRIED, {"from": previous.name, "files": names, "why": why})
+    return names
 
 
 class Share:
