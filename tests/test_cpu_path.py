@@ -126,10 +126,14 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits()
     tok = load_tokenizer("tiny")
     model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=5).eval()
     prefix = tok("You are a careful programmer. Complete the function below.\n")["input_ids"]
-    prompts = [prefix + tok(p)["input_ids"] for p in ("def f(x):\n    return", "import os")]
+    own = ("def f(x):\n    return", "import os",
+           "def g(values):\n    total = 0\n    for v in values:\n        total += v * v\n    return total\n")
+    prompts = [prefix + tok(p)["input_ids"] for p in own]
+    # both attention paths of a shared prefill: a boolean mask (most of the prompt shared), the padded causal kernel
+    assert {3 * len(prefix) <= len(ids) - 1 for ids in prompts} == {False, True}
     logits = []
     for share in (False, True):
-        decoder = Decoder(model, "float32", capacity=4, length=64)
+        decoder = Decoder(model, "float32", capacity=6, length=96)
         if share:
             decoder.share_prefix(prefix)
         for ids in prompts:
@@ -137,6 +141,7 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits()
         logits.append(decoder.step())
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
     assert torch.allclose(logits[1][2], _reference_logits(model, prompts[1]), atol=1e-4)
+    assert torch.allclose(logits[1][4], _reference_logits(model, prompts[2]), atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
