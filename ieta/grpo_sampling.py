@@ -10,10 +10,14 @@ ids; no stop strings), and completions end as TRL's do: at an EOS (kept) or at t
 Anything the decoder does not do goes to TRL's own generation, unchanged: vLLM or paged generation, images, more than
 one process, a GPU, top-k / min-p / repetition penalty / extra ``generation_kwargs``, a model :mod:`ieta.decode` cannot
 take. :func:`why_not` says which.
+
+The same trainer class runs the frozen blocks below the adapters once per row (:mod:`ieta.frozen_replay`): the
+reference pass keeps their output and the loss's forward replays it.
 """
 
 from __future__ import annotations
 
+from ieta import frozen_replay
 from ieta.sample import continue_ids, uses_decoder
 
 
@@ -34,7 +38,8 @@ def why_not(trainer, model, images, multimodal_fields) -> str | None:
 
 
 def trainer_class():
-    """TRL's GRPOTrainer with :func:`continue_ids` sampling the completions wherever :func:`why_not` allows."""
+    """TRL's GRPOTrainer with :func:`continue_ids` sampling the completions wherever :func:`why_not` allows, and the
+    frozen blocks replayed from the reference pass (one process only)."""
     from trl import GRPOTrainer
 
     class IetaGRPOTrainer(GRPOTrainer):
@@ -44,6 +49,14 @@ def trainer_class():
             #: iteration writes it to ``grpo_sampling.json`` (``ieta.train.save_training``)
             self.sampled_by: dict[str, int] = {}
             self._decoder_calls = 0
+            #: the backbone's frozen-block replay (None: another model shape, or several processes)
+            self.frozen_replay = (frozen_replay.install(self.accelerator.unwrap_model(self.model))
+                                  if self.accelerator.num_processes == 1 else None)
+
+        def _generate_and_score_completions(self, *args, **kwargs):
+            if self.frozen_replay is not None:
+                self.frozen_replay.clear()  # a new generation batch: new rows
+            return super()._generate_and_score_completions(*args, **kwargs)
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
             model = self.accelerator.unwrap_model(self.model)

@@ -100,6 +100,7 @@ def _timed_trainer(timer: StepTimer):
 
 
 def grpo(args) -> int:
+    from ieta.dpo_forward import frozen_blocks
     from ieta.methods.rlaif import train_rlaif
     from ieta.policy import load_policy
 
@@ -126,6 +127,9 @@ def grpo(args) -> int:
           f"{1000 * sum(timed) / sum(tokens):.1f} ms per completion token, "
           f"{statistics.median(timer.cpu[args.warmup:]):.1f} CPU s/step, setup {timer.setup:.1f} s, "
           f"load {os.getloadavg()[0]:.1f}")
+    replay = trainer.frozen_replay
+    print("frozen blocks " + (f"{frozen_blocks(replay.backbone)} below the adapters: {replay.replayed} rows replayed, "
+                              f"{replay.computed} computed (ieta.frozen_replay)" if replay else "not replayed"))
     return 0
 
 

@@ -1,0 +1,110 @@
+"""The frozen blocks below the adapters run once per row (ieta.frozen_replay): replayed forwards give the model's own
+values and gradients, and GRPO training with the replay logs what it logs without."""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+import ieta.frozen_replay as frozen_replay
+from ieta.config import LoraConfig as LoraSettings
+from ieta.data import load_problems
+from ieta.io import read_jsonl
+from ieta.methods.rlaif import train_rlaif
+from ieta.models import load_model, load_tokenizer
+from ieta.train import lora_config
+from tests.conftest import TINY, compose_config
+from tests.test_rlaif import FAST
+from tests.test_sample import RANDOM_INIT
+
+
+def _policy(top_layers):
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT | {"num_hidden_layers": 3}, seed=0)
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
+                        top_layers=top_layers)
+    policy = get_peft_model(model, lora_config(lora, model))
+    for name, p in policy.named_parameters():  # trained adapters: B away from 0, so the adapted blocks matter
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    return policy
+
+
+def _batch():
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [0, 9, 10, 11, 12, 13], [14, 15, 16, 17, 18, 19]])
+    return ids, (ids != 0).long()
+
+
+def _loss_and_grads(policy, ids, mask):
+    policy.zero_grad()
+    logits = policy(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    loss = (logits.log_softmax(-1)[..., 3] * mask).sum()
+    loss.backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def test_replayed_rows_give_the_models_values_and_gradients():
+    ids, mask = _batch()
+    plain, replayed = _policy(top_layers=1), _policy(top_layers=1)
+    expected = _loss_and_grads(plain, ids, mask)
+    replay = frozen_replay.install(replayed)
+    assert replay is not None and frozen_replay.frozen_blocks(replay.backbone) == 2
+    with torch.no_grad(), replayed.disable_adapter():  # TRL's reference pass: keeps the rows' frozen output
+        reference = replayed(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    assert replay.computed == 3 and replay.replayed == 0
+    with torch.no_grad():
+        assert not torch.allclose(reference, plain(input_ids=ids, attention_mask=mask).logits)  # the adapters act
+    got = _loss_and_grads(replayed, ids, mask)  # the loss's forward: replayed
+    assert replay.replayed == 3 and replay.computed == 3
+    assert torch.allclose(got[0], expected[0], atol=1e-5)
+    assert got[1].keys() == expected[1].keys() and all(torch.allclose(got[1][n], g, atol=1e-5)
+                                                       for n, g in expected[1].items())
+    # another batch of kept rows replays too; a new row (or a new padding of a kept one) runs the blocks
+    with torch.no_grad():
+        sub = replayed(input_ids=ids[[2, 0]], attention_mask=mask[[2, 0]]).logits
+        assert replay.replayed == 5 and torch.allclose(sub, expected[0][[2, 0]], atol=1e-5)
+        replayed(input_ids=ids[:, 1:], attention_mask=mask[:, 1:])
+        assert replay.replayed == 5 and replay.computed == 6
+    replay.clear()
+    with torch.no_grad():
+        replayed(input_ids=ids, attention_mask=mask)
+    assert replay.replayed == 5 and replay.computed == 9
+
+
+@pytest.mark.parametrize("top_layers", [None, 3])
+def test_nothing_frozen_nothing_installed(top_layers):
+    assert frozen_replay.install(_policy(top_layers)) is None  # every block has an adapter
+
+
+def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatch):
+    """train_rlaif (beta > 0: a reference pass) with the frozen block replayed, against the same training with it
+    off: the same losses, KL, rewards and trained adapter, and the replay ran."""
+    from safetensors.torch import load_file
+
+    from ieta import rewards
+    from tests.test_rlaif import text_hash_reward
+
+    monkeypatch.setitem(rewards.REWARDS, "text_hash", text_hash_reward)
+    tok = load_tokenizer("tiny")
+    problems = load_problems("humaneval", limit=2)
+    cfg = compose_config(TINY + FAST + ["+method.rlaif.reward_weights.text_hash=1.0", "method.lora.top_layers=1",
+                                        "method.beta=0.1", "method.lora.dropout=0.0"])
+    installed, logs, adapters = [], {}, {}
+    original = frozen_replay.install
+    for name in ("replay", "plain"):
+        with monkeypatch.context() as m:
+            m.setattr(frozen_replay, "install", (lambda model: None) if name == "plain" else
+                      (lambda model: installed.append(original(model)) or installed[-1]))
+            model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
+            train_rlaif(model, tok, problems, cfg, steps=2, out_dir=tmp_path / name, seed=0, progress=False)
+        logs[name] = [r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "loss" in r]
+        adapters[name] = load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
+    (replay,) = installed
+    assert replay is not None and replay.replayed > 0 and replay.computed > 0
+    assert len(logs["replay"]) == len(logs["plain"]) == 2
+    for got, want in zip(logs["replay"], logs["plain"]):
+        for key in ("loss", "kl", "reward", "grad_norm"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    assert logs["plain"][-1]["grad_norm"] > 0
+    lora_b = [k for k in adapters["plain"] if "lora_B" in k]
+    assert lora_b and any(adapters["plain"][k].abs().sum() > 0 for k in lora_b)  # B starts at 0: it trained
+    assert adapters["replay"].keys() == adapters["plain"].keys()
+    assert all(torch.allclose(adapters["replay"][k], v, atol=1e-6) for k, v in adapters["plain"].items())
