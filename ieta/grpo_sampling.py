@@ -11,13 +11,15 @@ Anything the decoder does not do goes to TRL's own generation, unchanged: vLLM o
 one process, a GPU, top-k / min-p / repetition penalty / extra ``generation_kwargs``, a model :mod:`ieta.decode` cannot
 take. :func:`why_not` says which.
 
-The same trainer class runs the frozen blocks below the adapters once per row (:mod:`ieta.frozen_replay`): the
-reference pass keeps their output and the loss's forward replays it.
+The same trainer class wraps the backbone's forward (:mod:`ieta.grpo_forward`): right-padded rows attend without a
+mask, and the frozen blocks below the adapters run once per row (the loss's forward replays the reference pass's);
+LoRA's dropout draws its masks with :mod:`ieta.lora_dropout`, as every IETA trainer does.
 """
 
 from __future__ import annotations
 
-from ieta import frozen_replay
+from ieta import grpo_forward
+from ieta.lora_dropout import use_mask_dropout
 from ieta.sample import continue_ids, uses_decoder
 
 
@@ -39,7 +41,7 @@ def why_not(trainer, model, images, multimodal_fields) -> str | None:
 
 def trainer_class():
     """TRL's GRPOTrainer with :func:`continue_ids` sampling the completions wherever :func:`why_not` allows, and the
-    frozen blocks replayed from the reference pass (one process only)."""
+    backbone's forward of :mod:`ieta.grpo_forward` (one process only)."""
     from trl import GRPOTrainer
 
     class IetaGRPOTrainer(GRPOTrainer):
@@ -49,13 +51,14 @@ def trainer_class():
             #: iteration writes it to ``grpo_sampling.json`` (``ieta.train.save_training``)
             self.sampled_by: dict[str, int] = {}
             self._decoder_calls = 0
-            #: the backbone's frozen-block replay (None: another model shape, or several processes)
-            self.frozen_replay = (frozen_replay.install(self.accelerator.unwrap_model(self.model))
-                                  if self.accelerator.num_processes == 1 else None)
+            #: the backbone's forward (ieta.grpo_forward; None: another model shape, or several processes)
+            self.grpo_forward = (grpo_forward.install(self.accelerator.unwrap_model(self.model))
+                                 if self.accelerator.num_processes == 1 else None)
+            use_mask_dropout(self.model)
 
         def _generate_and_score_completions(self, *args, **kwargs):
-            if self.frozen_replay is not None:
-                self.frozen_replay.clear()  # a new generation batch: new rows
+            if self.grpo_forward is not None:
+                self.grpo_forward.clear()  # a new generation batch: new rows
             return super()._generate_and_score_completions(*args, **kwargs)
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):

@@ -19,6 +19,7 @@ from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
 from ieta.dpo_forward import shared_forward
 from ieta.io import atomic_path, write_json, write_jsonl
+from ieta.lora_dropout import use_mask_dropout
 
 
 def as_base_model(model):
@@ -135,8 +136,9 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel.
 
     ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``);
-    ``trl_defaults`` leaves out ``DPO_SETTINGS``, :func:`completion_logits_only` and
-    :func:`ieta.dpo_forward.shared_forward` (what pairs share computed once): the benchmark's reference."""
+    ``trl_defaults`` leaves out ``DPO_SETTINGS``, :func:`completion_logits_only`,
+    :func:`ieta.dpo_forward.shared_forward` (what pairs share computed once) and
+    :func:`ieta.lora_dropout.use_mask_dropout`: the benchmark's reference."""
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
@@ -157,6 +159,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
         trainer = DPOTrainer(model=model, args=args, train_dataset=shared_dataset(dataset, out_dir / "trainer" / "pairs"),
                              processing_class=tokenizer, peft_config=lora_config(cfg.lora, model), callbacks=callbacks)
         drop_precompute_engine(trainer)
+        if not trl_defaults:
+            use_mask_dropout(trainer.model)
         trainer.train()
     return save_training(trainer, out_dir)
 
@@ -175,5 +179,6 @@ def train_sft(model, tokenizer, rows: list[dict], cfg: MethodConfig, *, steps: i
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(cfg.lora, model))
+    use_mask_dropout(trainer.model)
     trainer.train()
     return save_training(trainer, out_dir)

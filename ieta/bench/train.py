@@ -127,9 +127,10 @@ def grpo(args) -> int:
           f"{1000 * sum(timed) / sum(tokens):.1f} ms per completion token, "
           f"{statistics.median(timer.cpu[args.warmup:]):.1f} CPU s/step, setup {timer.setup:.1f} s, "
           f"load {os.getloadavg()[0]:.1f}")
-    replay = trainer.frozen_replay
-    print("frozen blocks " + (f"{frozen_blocks(replay.backbone)} below the adapters: {replay.replayed} rows replayed, "
-                              f"{replay.computed} computed (ieta.frozen_replay)" if replay else "not replayed"))
+    forward = trainer.grpo_forward
+    print("backbone      " + (f"{forward.unmasked} calls without a mask (right-padded rows); {frozen_blocks(forward.backbone)} "
+                              f"frozen blocks: {forward.replayed} rows replayed, {forward.computed} computed "
+                              "(ieta.grpo_forward)" if forward else "the model's own forward"))
     return 0
 
 

@@ -1,11 +1,11 @@
-"""The frozen blocks below the adapters run once per row (ieta.frozen_replay): replayed forwards give the model's own
+"""The frozen blocks below the adapters run once per row (ieta.grpo_forward): replayed forwards give the model's own
 values and gradients, and GRPO training with the replay logs what it logs without."""
 
 import pytest
 import torch
 from peft import get_peft_model
 
-import ieta.frozen_replay as frozen_replay
+import ieta.grpo_forward as grpo_forward
 from ieta.config import LoraConfig as LoraSettings
 from ieta.data import load_problems
 from ieta.io import read_jsonl
@@ -45,8 +45,9 @@ def test_replayed_rows_give_the_models_values_and_gradients():
     ids, mask = _batch()
     plain, replayed = _policy(top_layers=1), _policy(top_layers=1)
     expected = _loss_and_grads(plain, ids, mask)
-    replay = frozen_replay.install(replayed)
-    assert replay is not None and frozen_replay.frozen_blocks(replay.backbone) == 2
+    replay = grpo_forward.install(replayed)
+    assert replay is not None and grpo_forward.frozen_blocks(replay.backbone) == 2
+    assert not grpo_forward.right_padded(mask)  # left padding: the mask stays
     with torch.no_grad(), replayed.disable_adapter():  # TRL's reference pass: keeps the rows' frozen output
         reference = replayed(input_ids=ids, attention_mask=mask, use_cache=False).logits
     assert replay.computed == 3 and replay.replayed == 0
@@ -66,12 +67,23 @@ def test_replayed_rows_give_the_models_values_and_gradients():
     replay.clear()
     with torch.no_grad():
         replayed(input_ids=ids, attention_mask=mask)
-    assert replay.replayed == 5 and replay.computed == 9
+    assert replay.replayed == 5 and replay.computed == 9 and replay.unmasked == 0
 
 
-@pytest.mark.parametrize("top_layers", [None, 3])
-def test_nothing_frozen_nothing_installed(top_layers):
-    assert frozen_replay.install(_policy(top_layers)) is None  # every block has an adapter
+def test_right_padded_rows_run_without_a_mask_with_the_same_values_and_gradients():
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0], [15, 16, 17, 0, 0, 0]])
+    mask = (ids != 0).long()
+    plain, unmasked = _policy(top_layers=None), _policy(top_layers=None)  # every block adapted: nothing to replay
+    expected = _loss_and_grads(plain, ids, mask)
+    forward = grpo_forward.install(unmasked)
+    got = _loss_and_grads(unmasked, ids, mask)
+    assert forward.unmasked == 1 and forward.replayed == forward.computed == 0
+    real = mask.bool()
+    assert torch.allclose(got[0][real], expected[0][real], atol=1e-5)
+    assert all(torch.allclose(got[1][n], g, atol=1e-5) for n, g in expected[1].items())
+    assert not grpo_forward.right_padded(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    assert not grpo_forward.right_padded(torch.tensor([[1, 0, 1]]))
+    assert grpo_forward.right_padded(torch.tensor([[1, 1, 0], [1, 1, 1]]))
 
 
 def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatch):
@@ -88,10 +100,10 @@ def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatc
     cfg = compose_config(TINY + FAST + ["+method.rlaif.reward_weights.text_hash=1.0", "method.lora.top_layers=1",
                                         "method.beta=0.1", "method.lora.dropout=0.0"])
     installed, logs, adapters = [], {}, {}
-    original = frozen_replay.install
+    original = grpo_forward.install
     for name in ("replay", "plain"):
         with monkeypatch.context() as m:
-            m.setattr(frozen_replay, "install", (lambda model: None) if name == "plain" else
+            m.setattr(grpo_forward, "install", (lambda model: None) if name == "plain" else
                       (lambda model: installed.append(original(model)) or installed[-1]))
             model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
             train_rlaif(model, tok, problems, cfg, steps=2, out_dir=tmp_path / name, seed=0, progress=False)
@@ -99,6 +111,7 @@ def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatc
         adapters[name] = load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
     (replay,) = installed
     assert replay is not None and replay.replayed > 0 and replay.computed > 0
+    assert replay.unmasked > 0  # a batch is one group of completions: one prompt, no left padding
     assert len(logs["replay"]) == len(logs["plain"]) == 2
     for got, want in zip(logs["replay"], logs["plain"]):
         for key in ("loss", "kl", "reward", "grad_norm"):
