@@ -7,6 +7,13 @@ each row's last token, which causal attention never lets a real token see: the c
 (causal), with the same values at every real position; padded positions, which TRL's loss masks out, see the
 padding before them instead of themselves alone.
 
+**Environment tokens are not scored.** A multi-turn episode's completion holds the environment's feedback, which the
+loss masks out (``env_mask``, TRL's ``tool_mask``), yet TRL's fused LM head scores every completion token, forward
+and backward: over the 152k vocabulary that was 72% of the backward pass at ``interactive``'s quick settings. The
+trainer notes each completion's masked positions (:meth:`GrpoForward.skip_unscored`), and the model's forward then
+labels them -100, so the head skips them; their log-probs and entropies come out 0, at positions every use of them
+(loss, KL, entropy, metrics) multiplies by the mask's 0.
+
 **Frozen blocks once per row.**
 With ``beta != 0`` TRL's GRPOTrainer runs each generation batch through the policy's backbone twice: the reference
 log-probs (adapters disabled, no grad) and the forward of the loss. With ``method.lora.top_layers`` the blocks below
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from ieta.decode import ARCHITECTURES
@@ -60,16 +68,48 @@ def right_padded(mask: torch.Tensor) -> bool:
 
 class GrpoForward:
     """The backbone's forward, keeping the frozen blocks' output per row; ``replayed``/``computed`` count rows of
-    frozen blocks, ``unmasked`` the calls that ran without a mask."""
+    frozen blocks, ``unmasked`` the calls that ran without a mask, ``skipped`` the positions left unscored."""
 
     def __init__(self, backbone) -> None:
         self.backbone, self.original = backbone, backbone.forward
         self.kept: dict[bytes, torch.Tensor] = {}
-        self.replayed = self.computed = self.unmasked = 0
+        #: per completion (its token ids' bytes), the positions the loss masks out
+        self.unscored: dict[bytes, torch.Tensor] = {}
+        self.replayed = self.computed = self.unmasked = self.skipped = 0
 
     def clear(self) -> None:
-        """Forget the kept rows (a new generation batch: its rows are new)."""
+        """Forget the kept rows and the noted completions (a new generation batch: its rows are new)."""
         self.kept.clear()
+        self.unscored.clear()
+
+    def skip_unscored(self, completions: list[list[int]], masks: list[list[int]] | None) -> None:
+        """Note the positions of each completion whose mask (``tool_mask``: 0 on environment tokens) is 0."""
+        for ids, mask in zip(completions, masks or []):
+            if len(mask) == len(ids) and 0 in mask:
+                key = np.asarray(ids, dtype=np.int64).tobytes()
+                drop = torch.tensor([m == 0 for m in mask])
+                if self.unscored.setdefault(key, drop) is not drop and not torch.equal(self.unscored[key], drop):
+                    self.unscored[key] = torch.zeros_like(drop)  # the same tokens masked two ways: score them all
+
+    def labels_without_unscored(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with -100 at the noted positions of each row's completion (its labelled tokens)."""
+        labels = labels.clone()
+        for row in range(labels.shape[0]):
+            positions = (labels[row] != -100).nonzero().squeeze(-1)
+            drop = self.unscored.get(input_ids[row, positions].cpu().numpy().astype(np.int64).tobytes())
+            if drop is not None and len(drop) == len(positions):
+                labels[row, positions[drop.to(positions.device)]] = -100
+                self.skipped += int(drop.sum())
+        return labels
+
+    def scored_forward(self, forward):
+        """``forward`` (TRL's fused causal-LM forward) with the noted positions unlabelled."""
+        def scored(*args, labels=None, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if labels is not None and self.unscored and kwargs.get("fused_lm_head") and ids is not None:
+                labels = self.labels_without_unscored(ids, labels)
+            return forward(*args, labels=labels, **kwargs)
+        return scored
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
         usable = (input_ids is not None and input_ids.dim() == 2 and attention_mask is not None
@@ -103,8 +143,9 @@ class GrpoForward:
 
 
 def install(model) -> GrpoForward | None:
-    """Wrap the forward of ``model``'s backbone (a PEFT or HF causal LM) in a :class:`GrpoForward`; None when the
-    model is not of a shape it takes (then nothing changes)."""
+    """Wrap the forward of ``model``'s backbone (a PEFT or HF causal LM) in a :class:`GrpoForward`, and the causal
+    LM's (TRL's fused head) in :meth:`GrpoForward.scored_forward`; None when the model is not of a shape it takes
+    (then nothing changes)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, config = inner.base_model, inner.config
     windowed = any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
@@ -113,4 +154,5 @@ def install(model) -> GrpoForward | None:
         return None
     forward = GrpoForward(backbone)
     backbone.forward = forward
+    inner.forward = forward.scored_forward(inner.forward)
     return forward

@@ -56,6 +56,12 @@ def trainer_class():
                                  if self.accelerator.num_processes == 1 else None)
             use_mask_dropout(self.model)
 
+        def _generate(self, prompts):
+            out = super()._generate(prompts)
+            if self.grpo_forward is not None and len(out) == 8:  # TRL 1.16: (prompt_ids, completion_ids, tool_mask,
+                self.grpo_forward.skip_unscored(out[1], out[2])  # ...): the loss masks tool_mask's 0 out
+            return out
+
         def _generate_and_score_completions(self, *args, **kwargs):
             if self.grpo_forward is not None:
                 self.grpo_forward.clear()  # a new generation batch: new rows

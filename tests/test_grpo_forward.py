@@ -121,3 +121,52 @@ def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatc
     assert lora_b and any(adapters["plain"][k].abs().sum() > 0 for k in lora_b)  # B starts at 0: it trained
     assert adapters["replay"].keys() == adapters["plain"].keys()
     assert all(torch.allclose(adapters["replay"][k], v, atol=1e-6) for k, v in adapters["plain"].items())
+
+
+def test_interactive_without_scoring_environment_tokens_trains_what_it_trains_with(tmp_path, monkeypatch):
+    """Multi-turn episodes: the environment's tokens, masked out of the loss, are left out of the LM head (labels
+    -100); the same losses, KL and adapter as scoring them, and positions were skipped."""
+    from safetensors.torch import load_file
+
+    import zlib
+
+    import ieta.methods.interactive as interactive
+    from ieta.methods.interactive import train_interactive
+    from tests.test_interactive import PROBLEM, SHORT
+
+    # distinct episodes, distinct rewards: a random model's attempts all fail alike, which would train nothing
+    monkeypatch.setattr(interactive, "episode_reward", lambda prompts, completions, **kwargs: [
+        zlib.crc32(str(c).encode()) % 1000 / 1000 for c in completions])
+    tok = load_tokenizer("tiny")
+    cfg = compose_config(TINY + SHORT + ["method.interactive.max_steps=2", "method.lora.dropout=0.0",
+                                         "method.interactive.max_completion_length=24"])
+    installed, logs, adapters = [], {}, {}
+    original = grpo_forward.install
+    for name in ("skip", "score"):
+        with monkeypatch.context() as m:
+            m.setattr(grpo_forward, "install", lambda model: installed.append(original(model)) or installed[-1])
+            if name == "score":
+                m.setattr(grpo_forward.GrpoForward, "skip_unscored", lambda self, *args: None)
+            model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
+            train_interactive(model, tok, [PROBLEM], cfg, steps=2, out_dir=tmp_path / name, seed=0, progress=False)
+        logs[name] = [r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "loss" in r]
+        adapters[name] = load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
+    skip, score = installed
+    assert skip.skipped > 0 and score.skipped == 0
+    for got, want in zip(logs["skip"], logs["score"]):
+        for key in ("loss", "kl", "reward", "grad_norm", "entropy"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    assert any(adapters["score"][k].abs().sum() > 0 for k in adapters["score"] if "lora_B" in k)
+    assert all(torch.allclose(adapters["skip"][k], v, atol=1e-6) for k, v in adapters["score"].items())
+
+
+def test_noted_positions_are_unlabelled_only_in_their_own_completion():
+    forward = grpo_forward.GrpoForward(torch.nn.Module())
+    forward.skip_unscored([[7, 8, 9, 10], [11, 12]], [[1, 0, 0, 1], [1, 1]])
+    ids = torch.tensor([[3, 7, 8, 9, 10, 0], [3, 11, 12, 0, 0, 0], [3, 7, 8, 9, 0, 0]])
+    labels = ids.masked_fill(ids == 0, -100)
+    labels[:, 0] = -100  # the prompt
+    out = forward.labels_without_unscored(ids, labels)
+    assert out[0].tolist() == [-100, 7, -100, -100, 10, -100]
+    assert torch.equal(out[1:], labels[1:])  # no noted mask / another completion: unchanged
+    assert forward.skipped == 2 and torch.equal(labels[0], ids[0].masked_fill(ids[0] == 0, -100).index_fill(0, torch.tensor([0]), -100))
