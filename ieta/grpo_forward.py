@@ -76,6 +76,18 @@ class GrpoForward:
         #: per completion (its token ids' bytes), the positions the loss masks out
         self.unscored: dict[bytes, torch.Tensor] = {}
         self.replayed = self.computed = self.unmasked = self.skipped = 0
+        #: (module, its own instance ``forward`` or None) for :meth:`restore`
+        self.saved: list = []
+
+    def restore(self) -> None:
+        """Give the wrapped modules their own forwards back (those :func:`install` found), and forget every row."""
+        for obj, own in self.saved:
+            if own is None:
+                obj.__dict__.pop("forward", None)
+            else:
+                obj.forward = own
+        self.saved = []
+        self.clear()
 
     def clear(self) -> None:
         """Forget the kept rows and the noted completions (a new generation batch: its rows are new)."""
@@ -144,8 +156,8 @@ class GrpoForward:
 
 def install(model) -> GrpoForward | None:
     """Wrap the forward of ``model``'s backbone (a PEFT or HF causal LM) in a :class:`GrpoForward`, and the causal
-    LM's (TRL's fused head) in :meth:`GrpoForward.scored_forward`; None when the model is not of a shape it takes
-    (then nothing changes)."""
+    LM's (TRL's fused head) in :meth:`GrpoForward.scored_forward`, until the returned object's ``restore()``; None
+    when the model is not of a shape it takes (then nothing changes)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, config = inner.base_model, inner.config
     windowed = any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
@@ -153,6 +165,7 @@ def install(model) -> GrpoForward | None:
     if backbone is inner or config.model_type not in ARCHITECTURES or windowed or not causal:
         return None
     forward = GrpoForward(backbone)
+    forward.saved = [(obj, obj.__dict__.get("forward")) for obj in (backbone, inner)]
     backbone.forward = forward
     inner.forward = forward.scored_forward(inner.forward)
     return forward

@@ -56,6 +56,13 @@ def trainer_class():
                                  if self.accelerator.num_processes == 1 else None)
             use_mask_dropout(self.model)
 
+        def train(self, *args, **kwargs):
+            try:
+                return super().train(*args, **kwargs)
+            finally:  # the policy leaves training with its own forward (and no kept rows)
+                if self.grpo_forward is not None:
+                    self.grpo_forward.restore()
+
         def _generate(self, prompts):
             out = super()._generate(prompts)
             if self.grpo_forward is not None and len(out) == 8:  # TRL 1.16: (prompt_ids, completion_ids, tool_mask,

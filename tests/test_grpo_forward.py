@@ -70,6 +70,16 @@ def test_replayed_rows_give_the_models_values_and_gradients():
     assert replay.replayed == 5 and replay.computed == 9 and replay.unmasked == 0
 
 
+def test_restore_gives_the_model_its_own_forwards_back():
+    policy = _policy(top_layers=1)
+    inner = policy.get_base_model()
+    own = inner.forward
+    forward = grpo_forward.install(policy)
+    assert inner.base_model.forward is forward and inner.forward is not own
+    forward.restore()
+    assert "forward" not in inner.base_model.__dict__ and "forward" not in inner.__dict__ and inner.forward == own
+
+
 def test_right_padded_rows_run_without_a_mask_with_the_same_values_and_gradients():
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0], [15, 16, 17, 0, 0, 0]])
     mask = (ids != 0).long()
@@ -106,7 +116,10 @@ def test_grpo_with_the_replay_trains_what_it_trains_without(tmp_path, monkeypatc
             m.setattr(grpo_forward, "install", (lambda model: None) if name == "plain" else
                       (lambda model: installed.append(original(model)) or installed[-1]))
             model = load_model("tiny", torch.float32, "cpu", random_init=cfg.model.random_init, seed=0)
-            train_rlaif(model, tok, problems, cfg, steps=2, out_dir=tmp_path / name, seed=0, progress=False)
+            policy = train_rlaif(model, tok, problems, cfg, steps=2, out_dir=tmp_path / name, seed=0,
+                                 progress=False)
+            inner = policy.get_base_model()  # after training: the model's own backbone forward, TRL's head
+            assert "forward" not in inner.base_model.__dict__ and inner.forward.__name__ != "scored"
         logs[name] = [r for r in read_jsonl(tmp_path / name / "train_log.jsonl") if "loss" in r]
         adapters[name] = load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
     (replay,) = installed
