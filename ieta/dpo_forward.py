@@ -37,7 +37,6 @@ from ieta.decode import ARCHITECTURES
 _MASKED = ("sdpa", "eager")
 
 
-
 @dataclass
 class Packed:
     """``B`` packed rows of length ``S`` for ``2B`` rows of length ``L``."""
@@ -96,13 +95,19 @@ def _mask(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> tor
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def full_attention_stack(config) -> bool:
+    """Whether ``config`` is one of :data:`ieta.decode.ARCHITECTURES` with every layer attending over the whole row
+    (no windowed layers): the backbones these forwards take."""
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    return config.model_type in ARCHITECTURES and all(t == "full_attention" for t in layer_types)
+
+
 def frozen_blocks(backbone: nn.Module) -> int:
     """How many blocks at the bottom of ``backbone`` (a Llama-shaped decoder stack) compute the same thing in every
     forward: no adapter, no trainable weight, no dropout, full attention. 0 when the stack is not of that shape."""
     layers, config = getattr(backbone, "layers", None), backbone.config
-    if (layers is None or config.model_type not in ARCHITECTURES
+    if (layers is None or not full_attention_stack(config)
             or not all(hasattr(backbone, a) for a in ("embed_tokens", "rotary_emb", "norm"))
-            or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
             or getattr(config, "attention_dropout", 0.0) or backbone.embed_tokens.weight.requires_grad):
         return 0
     for depth, layer in enumerate(layers):
@@ -173,8 +178,7 @@ def shared_forward(model):
     what a preference pair's rows share once when it is called on TRL's DPO layout; other calls are unchanged."""
     backbone, config = model.base_model, model.config
     implementation = getattr(config, "_attn_implementation", None)
-    windowed = any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
-    if backbone is model or implementation not in _MASKED or config.model_type not in ARCHITECTURES or windowed:
+    if backbone is model or implementation not in _MASKED or not full_attention_stack(config):
         yield
         return
     own = backbone.__dict__.get("forward")

@@ -35,8 +35,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ieta.decode import ARCHITECTURES
-from ieta.dpo_forward import frozen_blocks
+from ieta.dpo_forward import frozen_blocks, full_attention_stack
 
 #: attention implementations that treat ``attention_mask=None`` as causal over the whole row
 _CAUSAL = ("sdpa", "eager")
@@ -99,9 +98,9 @@ class GrpoForward:
         for ids, mask in zip(completions, masks or []):
             if len(mask) == len(ids) and 0 in mask:
                 key = np.asarray(ids, dtype=np.int64).tobytes()
-                drop = torch.tensor([m == 0 for m in mask])
-                if self.unscored.setdefault(key, drop) is not drop and not torch.equal(self.unscored[key], drop):
-                    self.unscored[key] = torch.zeros_like(drop)  # the same tokens masked two ways: score them all
+                drop, known = torch.tensor([m == 0 for m in mask]), self.unscored.get(key)
+                # the same tokens masked two ways: score them all
+                self.unscored[key] = drop if known is None or torch.equal(known, drop) else torch.zeros_like(drop)
 
     def labels_without_unscored(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``labels`` with -100 at the noted positions of each row's completion (its labelled tokens)."""
@@ -160,9 +159,8 @@ def install(model) -> GrpoForward | None:
     when the model is not of a shape it takes (then nothing changes)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, config = inner.base_model, inner.config
-    windowed = any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
     causal = getattr(config, "_attn_implementation", None) in _CAUSAL
-    if backbone is inner or config.model_type not in ARCHITECTURES or windowed or not causal:
+    if backbone is inner or not full_attention_stack(config) or not causal:
         return None
     forward = GrpoForward(backbone)
     forward.saved = [(obj, obj.__dict__.get("forward")) for obj in (backbone, inner)]

@@ -51,20 +51,27 @@ def _shared_files(it_dir: Path, iteration: int) -> list[Path]:
     return matching(it_dir, SHARED.get(iteration, ()))
 
 
+def _copy_missing(source: Path, it_dir: Path, patterns) -> list[str]:
+    """Copy ``source``'s files matching ``patterns`` into ``it_dir`` unless it has one of them already (its own
+    stage files are kept); the names copied."""
+    files = matching(source, patterns)
+    if not files or matching(it_dir, patterns):
+        return []
+    it_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, it_dir / path.name)
+    return [p.name for p in files]
+
+
 def carry_over(previous: Path, it_dir: Path, patterns, why: str) -> list[str]:
     """Copy ``previous``'s files matching ``patterns`` into ``it_dir`` when it has none of them yet, recording where
     they came from and ``why`` in ``it_dir/carried.json``; the names copied (none: nothing to carry or already made).
 
     For stages an unchanged policy would redo identically (``ieta.evaluate.seed_free_files``): the pipeline calls it
     when an iteration left the policy as it was."""
-    files = matching(previous, patterns)
-    if not files or matching(it_dir, patterns):
-        return []
-    it_dir.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        shutil.copyfile(path, it_dir / path.name)
-    names = [p.name for p in files]
-    write_json(it_dir / CARRIED, {"from": previous.name, "files": names, "why": why})
+    names = _copy_missing(previous, it_dir, patterns)
+    if names:
+        write_json(it_dir / CARRIED, {"from": previous.name, "files": names, "why": why})
     return names
 
 
@@ -80,16 +87,12 @@ class Share:
         """Copy the stored files of ``iteration`` into ``it_dir`` when it has none of them yet; True if copied."""
         if self.root is None or iteration not in SHARED or not (self.root / f"iter_{iteration}").is_dir():
             return False
-        if _shared_files(it_dir, iteration):  # this job made (some of) them itself: keep its own
-            return False
         stored = self.root / f"iter_{iteration}"
-        it_dir.mkdir(parents=True, exist_ok=True)
-        files = _shared_files(stored, iteration)
-        for path in files:
-            shutil.copyfile(path, it_dir / path.name)
+        names = _copy_missing(stored, it_dir, SHARED[iteration])  # none when this job made (some of) them itself
+        if not names:
+            return False
         source = read_json(stored / "source.json")
-        write_json(it_dir / RECORD, {"fingerprint": self.fingerprint, "from": source["run_dir"],
-                                     "files": [p.name for p in files]})
+        write_json(it_dir / RECORD, {"fingerprint": self.fingerprint, "from": source["run_dir"], "files": names})
         return True
 
     def publish(self, iteration: int, it_dir: Path) -> None:
