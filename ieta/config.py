@@ -249,6 +249,7 @@ class SamplerConfig(_Schema):
     max_new_tokens: int = MISSING
     batch_size: int = MISSING
     quantize: str = MISSING
+    draft: str = MISSING
     turns: int = MISSING
     feedback: str = MISSING
     greedy_eval: bool = MISSING
@@ -259,6 +260,8 @@ class SamplerConfig(_Schema):
         self._fill_from_yaml()
         _check(self.quantize in ("auto", "int8", "none"), "sampler.quantize",
                f"must be one of ['auto', 'int8', 'none']; got {self.quantize!r}")
+        _check(self.draft in ("prompt_lookup", "none"), "sampler.draft",
+               f"must be one of ['prompt_lookup', 'none']; got {self.draft!r}")
         _check(self.backend in ("hf", "vllm"), "sampler.backend", f"must be one of ['hf', 'vllm']; got {self.backend!r}")
         _check(0 < self.gpu_memory_utilization <= 1, "sampler.gpu_memory_utilization", "must be in (0, 1]")
         _check(self.n >= 1, "sampler.n", f"must be >= 1; got {self.n}")

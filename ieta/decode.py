@@ -173,7 +173,8 @@ class Decoder:
         self.last = torch.zeros(capacity, dtype=torch.long, device=self.embed.device)
         self.rows, self.length = 0, length
         self.prefix: list[int] = []
-        #: every forward so far: ``("prefill", tokens computed)`` or ``("step", rows)`` (the benchmark's limit)
+        #: every forward so far: ``("prefill", tokens computed)`` or ``("step", tokens)`` (one per row, more with
+        #: drafts; the benchmark's limit)
         self.work: list[tuple[str, int]] = []
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -232,26 +233,49 @@ class Decoder:
         self.pos[rows], self.last[rows] = t, ids[-1]
         self.rows += n
 
-    def step(self) -> torch.Tensor:
+    def step(self, drafts: torch.Tensor | None = None) -> torch.Tensor:
         """Run every live row's pending token; returns the next-token logits ``(rows, vocab)``. The caller sets
-        ``last`` to the chosen tokens (positions advance here)."""
+        ``last`` to the chosen tokens (positions advance here).
+
+        ``drafts`` ``(rows, k)``: guessed tokens after each row's pending one, run in the same forward; returns the
+        logits after each of the ``k + 1`` tokens, ``(rows, k + 1, vocab)``. Their K and V are written at the next
+        ``k`` positions, which do not advance: the caller keeps the guesses it accepts with :meth:`advance` (a
+        rejected guess's K and V are overwritten before any query can see them)."""
         b, group = self.rows, self.heads // self.kv_heads
-        self.work.append(("step", b))
+        k = 0 if drafts is None else drafts.shape[1]
+        self.work.append(("step", b * (k + 1)))
         pos, rows = self.pos[:b], torch.arange(b, device=self.pos.device)
-        span = int(pos.max()) + 1
-        mask = (self.positions[:span] <= pos[:, None])[:, None, None, :]  # (rows, 1, 1, span)
-        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
-        x = self._embed(self.last[:b])
+        tokens = self.last[:b, None] if drafts is None else torch.cat([self.last[:b, None], drafts], 1)
+        # (rows, k + 1); a padding guess past the cache writes its last column, which no real token reaches
+        qpos = (pos[:, None] + torch.arange(k + 1, device=pos.device)).clamp(max=self.length - 1)
+        span = int(qpos.max()) + 1
+        # (rows, 1, group * (k + 1), span): the query of head g at draft j is row (g, j) of its KV head's queries
+        mask = self.positions[:span] <= qpos[:, None, :, None]  # (rows, 1, k + 1, span)
+        if k:
+            mask = mask.expand(b, group, k + 1, span).reshape(b, 1, group * (k + 1), span)
+        cos, sin = self.cos[qpos.flatten()][:, None], self.sin[qpos.flatten()][:, None]
+        x = self._embed(tokens.flatten())
+        at_rows, at_pos = rows.repeat_interleave(k + 1), qpos.flatten()
         for i, block in enumerate(self.blocks):
-            q, k, v = self._qkv(block, x, cos, sin)
+            q, k_new, v = self._qkv(block, x, cos, sin)
             keys, values = self.k[i], self.v[i]
-            keys[rows, :, pos], values[rows, :, pos] = k, v
+            keys[at_rows, :, at_pos], values[at_rows, :, at_pos] = k_new, v
+            q = q.view(b, k + 1, self.kv_heads, group, self.head_dim).permute(0, 2, 3, 1, 4)
             attended = F.scaled_dot_product_attention(
-                q.view(b, self.kv_heads, group, self.head_dim), keys[:b, :, :span], values[:b, :, :span],
+                q.reshape(b, self.kv_heads, group * (k + 1), self.head_dim), keys[:b, :, :span], values[:b, :, :span],
                 attn_mask=mask, scale=self.scaling)
-            x = self._mlp(block, x, attended.reshape(b, -1))
-        self.pos[:b] += 1
-        return self.head(_rms_norm(x, self.norm, self.eps))
+            attended = attended.view(b, self.kv_heads, group, k + 1, self.head_dim).permute(0, 3, 1, 2, 4)
+            x = self._mlp(block, x, attended.reshape(b * (k + 1), -1))
+        logits = self.head(_rms_norm(x, self.norm, self.eps))
+        if drafts is None:
+            self.pos[:b] += 1
+            return logits
+        return logits.view(b, k + 1, -1)
+
+    def advance(self, accepted: torch.Tensor) -> None:
+        """After a :meth:`step` with drafts: each row's pending token and its first ``accepted[r]`` guesses are now
+        in the cache."""
+        self.pos[: len(accepted)] += accepted + 1
 
     def drop(self, done: list[int]) -> list[int]:
         """Remove rows ``done``; the last live rows move into the holes. Returns the new order as old row indices."""

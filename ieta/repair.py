@@ -77,8 +77,8 @@ def generate_texts(model, tokenizer, prompts: list[str], cfg: SamplerConfig, *, 
     else:
         from ieta.sample import generate
 
-        raws = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, quantize=cfg.quantize, desc=desc,
-                        **common)
+        raws = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, quantize=cfg.quantize, draft=cfg.draft,
+                        desc=desc, **common)
     return [raw for [raw] in raws]
 
 

@@ -1,8 +1,9 @@
 """Sampling throughput: IETA's sampler against Hugging Face's generators and the machine's limit, in the same run.
 
-``python -m ieta.bench sample [--problems 16] [--n 4] [--max-new-tokens 128] [--batch-size 64] [--quantize auto]``
-samples ``n`` completions for each of the first ``problems`` HumanEval prompts (chat format, the pipeline's stop
-strings, temperature 0.8, top-p 0.95) and prints:
+``python -m ieta.bench sample [--problems 16] [--n 4] [--max-new-tokens 128] [--batch-size 64] [--quantize auto]
+[--temperature 0.8] [--draft prompt_lookup]`` samples ``n`` completions for each of the first ``problems`` HumanEval
+prompts (chat format, the pipeline's stop strings, top-p 0.95; ``--temperature 0``: greedy, where ``--draft`` applies)
+and prints:
 
 - the path the sampler chose (arithmetic, ISA, decoder) and why;
 - a roofline for this machine: memory bandwidth (a large tensor copy) against the bytes a decode step reads
@@ -36,7 +37,7 @@ from ieta.models import load_model, load_tokenizer, pick_device
 from ieta.prompts import build_prompt, stop_strings
 from ieta.sample import generate, sampling_path, uses_decoder
 
-SETTINGS = dict(temperature=0.8, top_p=0.95)
+TOP_P = 0.95
 BYTES = {"int8": 1, "bfloat16": 2, "float32": 4}
 
 
@@ -91,17 +92,25 @@ def _ours(model, tok, prompts, args) -> tuple[list[str], float, float, list]:
     t0, c0, work = time.perf_counter(), time.process_time(), []  # the weights' conversion counts as sampling time
     outputs = generate(model, tok, prompts, n=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        stops=stop_strings("chat"), seed=0, quantize=args.quantize, progress=False, work=work,
-                       **SETTINGS)
+                       temperature=args.temperature, top_p=TOP_P, draft=args.draft)
     return [t for samples in outputs for t in samples], time.perf_counter() - t0, time.process_time() - c0, work
+
+
+def _rows(prompts: list[str], args) -> tuple[list[str], int]:
+    """The references' inputs and ``num_return_sequences``: greedy decoding returns one sequence per input, so each
+    prompt is repeated ``n`` times instead."""
+    return (prompts, args.n) if args.temperature > 0 else ([p for p in prompts for _ in range(args.n)], 1)
 
 
 @torch.inference_mode()
 def _hf_batched(model, tok, prompts, args) -> tuple[list[str], float]:
     tok.padding_side = "left"
     t0 = time.perf_counter()
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=True, num_return_sequences=args.n,
-                         stop_strings=stop_strings("chat"), tokenizer=tok, pad_token_id=tok.pad_token_id, **SETTINGS)
+    rows, returned = _rows(prompts, args)
+    enc = tok(rows, return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=args.max_new_tokens, num_return_sequences=returned,
+                         stop_strings=stop_strings("chat"), tokenizer=tok, pad_token_id=tok.pad_token_id,
+                         **_settings(args))
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return texts, time.perf_counter() - t0
 
@@ -110,11 +119,12 @@ def _hf_batched(model, tok, prompts, args) -> tuple[list[str], float]:
 def _hf_continuous(model, tok, prompts, args) -> tuple[list[str], float]:
     from transformers import GenerationConfig
 
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=True, num_return_sequences=args.n,
+    rows, returned = _rows(prompts, args)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, num_return_sequences=returned,
                               eos_token_id=model.generation_config.eos_token_id, pad_token_id=tok.pad_token_id,
-                              **SETTINGS)
+                              **_settings(args))
     t0 = time.perf_counter()
-    results = model.generate_batch(tok(prompts)["input_ids"], generation_config=config, progress_bar=False)
+    results = model.generate_batch(tok(rows)["input_ids"], generation_config=config, progress_bar=False)
     texts = [tok.decode(r.generated_tokens, skip_special_tokens=True) for r in results.values()]
     if len(texts) != len(prompts) * args.n or any(r.error for r in results.values()):
         raise RuntimeError(next((r.error for r in results.values() if r.error), "missing results"))
@@ -126,11 +136,18 @@ def _plain(model, tok, prompts, args) -> tuple[list[str], float]:
     texts, t0 = [], time.perf_counter()
     for prompt in prompts:
         enc = tok(prompt, return_tensors="pt")
-        out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=True,
+        out = model.generate(**enc, max_new_tokens=args.max_new_tokens,
                              stop_strings=stop_strings("chat"), tokenizer=tok, pad_token_id=tok.pad_token_id,
-                             **SETTINGS)
+                             **_settings(args))
         texts.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     return texts, time.perf_counter() - t0
+
+
+def _settings(args) -> dict:
+    """The references' sampling arguments for ``--temperature`` (0: greedy)."""
+    if args.temperature <= 0:
+        return dict(do_sample=False)
+    return dict(do_sample=True, temperature=args.temperature, top_p=TOP_P)
 
 
 def _print_path(model, quantize: str) -> str:
@@ -157,6 +174,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=defaults.batch_size, help="sequences decoding together (ours)")
     ap.add_argument("--quantize", default=defaults.quantize, choices=["auto", "int8", "none"],
                     help="the sampler's arithmetic; see sampler.quantize")
+    ap.add_argument("--temperature", type=float, default=0.8, help="0: greedy (everyone)")
+    ap.add_argument("--draft", default=defaults.draft, choices=["prompt_lookup", "none"],
+                    help="guesses greedy decoding checks several per forward; see sampler.draft")
     ap.add_argument("--references", default="hf,cb", help="comma-separated: hf (batched generate), cb "
                     "(generate_batch); empty for none")
     ap.add_argument("--plain", type=int, default=0, help="also plain batch-1 fp32 generate on this many prompts")
@@ -253,7 +273,11 @@ def _roofline(model, compute: str, args, ours: float, tok, prompts, work: list, 
     decode_s = sum(max(r * flops / rate, (weight_bytes + r * kv_row) / bw) for r in steps)
     limit = generated / (prefill_s + decode_s)
     print(f"workload limit    prefill {prefill} tokens >= {prefill_s:.1f} s ({prefill_rate / 1e9:.0f} G/s), "
-          f"{len(steps)} decode steps at {sum(steps) / max(len(steps), 1):.1f} rows on average >= {decode_s:.1f} s "
+          f"{len(steps)} decode forwards at {sum(steps) / max(len(steps), 1):.1f} tokens on average >= {decode_s:.1f} s "
           f"-> {limit:.0f} tokens/s for these {generated} tokens")
     print(f"distance          the sampler runs at {ours / limit:.0%} of this workload's limit (prefill and a batch that "
           f"empties at the end included)")
+    guessed, kept = (sum(c for kind, c in work if kind == name) for name in ("guessed", "kept"))
+    if guessed:
+        print(f"drafts            {guessed} guessed tokens run, {kept} kept ({kept / guessed:.0%}): {generated} tokens in "
+              f"{len(steps)} decode forwards")
