@@ -76,15 +76,17 @@ def sampling_path(model, quantize: str) -> tuple[str, str]:
     return str(model.dtype).removeprefix("torch."), f"sampler.quantize={quantize}: the model's dtype"
 
 
-def _record(out: list[list[int]], slots: list[int], token: torch.Tensor, eos: torch.Tensor, limit: int,
+def _record(out: list[list[int]], slots: list[int], tokens: list[list[int]], eos: torch.Tensor, limit: int,
             stopped) -> torch.Tensor:
-    """Append each row's token to its output (an EOS too: it ends the row); returns which rows are done (EOS,
-    ``limit`` tokens, a stop string)."""
-    done = torch.isin(token, eos)
-    for j, (slot, t) in enumerate(zip(slots, token.tolist())):
-        out[slot].append(t)
-        if not done[j]:
-            done[j] = len(out[slot]) >= limit or stopped(out[slot])
+    """Append each row's tokens to its output, in order, until the row is done (an EOS, kept in the output;
+    ``limit`` tokens; a stop string); returns which rows are done."""
+    ends, done = set(eos.tolist()), torch.zeros(len(slots), dtype=torch.bool)
+    for j, (slot, row) in enumerate(zip(slots, tokens)):
+        for t in row:
+            out[slot].append(t)
+            if t in ends or len(out[slot]) >= limit or stopped(out[slot]):
+                done[j] = True
+                break
     return done
 
 
@@ -129,7 +131,7 @@ class _DecoderBatch:
             done = self._verify(out, drafts, limit)
         else:
             token = next_tokens(self.decoder.step(), temperature, top_p, generator)
-            done = _record(out, self.slots, token, self.eos, limit, self.stopped)
+            done = _record(out, self.slots, [[t] for t in token.tolist()], self.eos, limit, self.stopped)
             self.decoder.last[: len(token)] = token
         finished = [s for s, d in zip(self.slots, done.tolist()) if d]
         if finished:
@@ -168,13 +170,8 @@ class _DecoderBatch:
         for slot, m, d in zip(self.slots, kept, drafts):
             self.seen[slot][0] += min(m + 1, len(d))
             self.seen[slot][1] += m
-        ends, done = set(self.eos.tolist()), torch.zeros(b, dtype=torch.bool)
-        for r, (slot, m) in enumerate(zip(self.slots, kept)):
-            for t in drafts[r][:m] + [int(following[r])]:
-                out[slot].append(t)
-                if t in ends or len(out[slot]) >= limit or self.stopped(out[slot]):
-                    done[r] = True
-                    break
+        done = _record(out, self.slots, [d[:m] + [t] for d, m, t in zip(drafts, kept, following.tolist())], self.eos,
+                       limit, self.stopped)
         self.decoder.last[:b] = following
         self.decoder.advance(accepted)
         return done
@@ -249,7 +246,7 @@ class _Batch:
         logits = self.model(input_ids=self.last, attention_mask=self.mask, position_ids=self.position,
                             cache=self.cache, use_cache=True).logits[:, -1]
         token = next_tokens(logits, temperature, top_p, generator)
-        done = _record(out, self.slots, token, self.eos, limit, self.stopped)
+        done = _record(out, self.slots, [[t] for t in token.tolist()], self.eos, limit, self.stopped)
         finished = [s for s, d in zip(self.slots, done.tolist()) if d]
         self.last, self.position = token[:, None], self.position + 1
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=-1)
