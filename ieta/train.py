@@ -7,6 +7,7 @@ memory, a new adapter is trained on top, and disabling it (TRL's PEFT reference)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from contextlib import ExitStack, contextmanager
@@ -19,6 +20,7 @@ from ieta.config import LoraConfig as LoraSettings
 from ieta.config import MethodConfig
 from ieta.dpo_forward import shared_forward
 from ieta.io import atomic_path, write_json, write_jsonl
+from ieta.lm_head import cpu_lm_head
 from ieta.lora_dropout import use_mask_dropout
 
 
@@ -66,25 +68,6 @@ def trainer_args(model, cfg: MethodConfig, *, steps: int, out_dir: Path, seed: i
     ) | dict(cfg.trainer)
 
 
-@contextmanager
-def completion_logits_only():
-    """TRL's fused LM head scores only the labelled (completion) positions on Triton devices, and every position
-    elsewhere, to keep tile shapes static for Neuron's compiler. On CPU that projects each prompt token onto the 152k
-    vocabulary too, forward and backward: 3-4x the head's work at HumanEval's prompt lengths. Within this block the
-    CPU takes the compact path as well (same values for the positions the loss uses)."""
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None:  # another TRL version: nothing to change
-        yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
-
-
 def save_training(trainer, out_dir: Path):
     """Write the iteration's TRL log history, then its adapter (atomically, last: it marks training done); returns
     the trained PeftModel. Under ``accelerate launch`` every process calls this (``save_model`` gathers ZeRO-3
@@ -100,10 +83,41 @@ def save_training(trainer, out_dir: Path):
     return trainer.model
 
 
-#: DPOConfig values that differ from TRL's defaults (``method.trainer`` overrides them). The reference is fixed for
-#: an iteration (a fresh adapter on the policy it starts from), so its log-probs are computed once, before the steps,
-#: for the pairs those steps draw, in larger forward-only batches: no reference forward in each step.
-DPO_SETTINGS = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 8}
+def dpo_settings(model) -> dict:
+    """DPOConfig values that differ from TRL's defaults (``method.trainer`` overrides them). The reference is fixed for
+    an iteration (a fresh adapter on the policy it starts from), so its log-probs are computed once, before the steps,
+    for the pairs those steps draw, forward only: no reference forward in each step. On CPU one pair at a time: a
+    pair's row (~500 tokens at the quick preset) already keeps the GEMMs at full rate, and a batch would pad every row
+    to its longest (measured: 42-44 s with 8 against 36.5-37 s with 1 for 12 pairs); elsewhere 8."""
+    return {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 1 if model.device.type == "cpu" else 8}
+
+
+def model_hash(module: torch.nn.Module) -> str:
+    """sha256 of ``module``'s state dict: each entry's name, dtype, shape and raw bytes. What TRL's ``hash_module``
+    fingerprints the cached reference log-probs with, without its copy of every bf16 tensor to fp32 (numpy has no
+    bf16): 0.7 s against 3.7 s for the embedded model."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+@contextmanager
+def fast_model_hash():
+    """Within the block DPOTrainer fingerprints the model with :func:`model_hash` (another TRL version: unchanged)."""
+    import trl.trainer.dpo_trainer as dpo_trainer
+
+    original = getattr(dpo_trainer, "hash_module", None)
+    if original is None:
+        yield
+        return
+    dpo_trainer.hash_module = model_hash
+    try:
+        yield
+    finally:
+        dpo_trainer.hash_module = original
 
 
 def shared_dataset(dataset: Dataset, path: Path) -> Dataset:
@@ -136,7 +150,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     """Run ``steps`` DPO steps on ``pairs``; save the adapter and the log history. Returns the trained PeftModel.
 
     ``callbacks`` are extra transformers ``TrainerCallback`` objects (e.g. the step timer of ``ieta.bench train``);
-    ``trl_defaults`` leaves out ``DPO_SETTINGS``, :func:`completion_logits_only`,
+    ``trl_defaults`` leaves out :func:`dpo_settings`, :func:`ieta.lm_head.cpu_lm_head`, :func:`fast_model_hash`,
     :func:`ieta.dpo_forward.shared_forward` (what pairs share computed once) and
     :func:`ieta.lora_dropout.use_mask_dropout`: the benchmark's reference."""
     from trl import DPOConfig, DPOTrainer
@@ -144,7 +158,7 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model = as_base_model(model)
-    settings = {} if trl_defaults else DPO_SETTINGS
+    settings = {} if trl_defaults else dpo_settings(model)
     args = DPOConfig(**{"beta": cfg.beta, "max_length": cfg.max_length, **settings,
                         **trainer_args(model, cfg, steps=steps, out_dir=out_dir, seed=seed, progress=progress)})
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
@@ -154,7 +168,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg: MethodConfig, *, steps: 
     tokenizer.padding_side = "right"
     with ExitStack() as stack:
         if not trl_defaults:
-            stack.enter_context(completion_logits_only())
+            stack.enter_context(cpu_lm_head())
+            stack.enter_context(fast_model_hash())
             stack.enter_context(shared_forward(model))
         trainer = DPOTrainer(model=model, args=args, train_dataset=shared_dataset(dataset, out_dir / "trainer" / "pairs"),
                              processing_class=tokenizer, peft_config=lora_config(cfg.lora, model), callbacks=callbacks)

@@ -14,21 +14,47 @@ def _patch(name: str, where: str) -> str:
     return f"patch {name} ({where}) relies on an internal that this version no longer has"
 
 
-def test_completion_logits_only_finds_trl_use_triton():
-    """ieta.train.completion_logits_only swaps `trl.trainer.utils._use_triton`, which TRL's fused LM head calls
-    through the module's globals; without it the CPU scores every prompt position (the DPO step doubles)."""
+def test_cpu_lm_head_finds_trl_use_triton_and_chunked_log_prob_function():
+    """ieta.lm_head.cpu_lm_head swaps `trl.trainer.utils._use_triton` and `_ChunkedLogProbFunction`, which TRL's fused
+    LM head calls through the module's globals; without them the CPU scores every prompt position and accumulates
+    the head's backward in fp32 GEMMs (the DPO step doubles, and more)."""
     import trl.trainer.utils as trl_utils
+    from trl.kernels import ChunkedLogProbFunction
 
-    message = _patch("completion_logits_only", "ieta/train.py")
+    message = _patch("cpu_lm_head", "ieta/lm_head.py")
     assert callable(getattr(trl_utils, "_use_triton", None)), message + ": trl.trainer.utils._use_triton"
     assert list(inspect.signature(trl_utils._use_triton).parameters) == ["device"], message + ": its signature"
-    assert "_use_triton(" in inspect.getsource(trl_utils), message + ": TRL no longer calls it from trl.trainer.utils"
-    from ieta.train import completion_logits_only
+    source = inspect.getsource(trl_utils)
+    assert "_use_triton(" in source, message + ": TRL no longer calls it from trl.trainer.utils"
+    assert getattr(trl_utils, "_ChunkedLogProbFunction", None) is ChunkedLogProbFunction, \
+        message + ": trl.trainer.utils._ChunkedLogProbFunction"
+    assert "_ChunkedLogProbFunction.apply(" in source, message + ": TRL no longer calls it from trl.trainer.utils"
+    assert list(inspect.signature(ChunkedLogProbFunction.forward).parameters)[1:] == [
+        "hidden", "weight", "bias", "targets", "temperature", "chunk_size", "final_logit_softcapping", "logit_scale",
+        "outputs"], message + ": ChunkedLogProbFunction's arguments"
+    from ieta.lm_head import cpu_lm_head
 
     original = trl_utils._use_triton
-    with completion_logits_only():
+    with cpu_lm_head():
         assert trl_utils._use_triton(torch.device("cpu")) is True, message + ": the swap did not take"
-    assert trl_utils._use_triton is original
+        assert trl_utils._ChunkedLogProbFunction is not ChunkedLogProbFunction, message + ": the swap did not take"
+    assert trl_utils._use_triton is original and trl_utils._ChunkedLogProbFunction is ChunkedLogProbFunction
+
+
+def test_fast_model_hash_finds_dpo_trainer_hash_module():
+    """ieta.train.fast_model_hash swaps `trl.trainer.dpo_trainer.hash_module`, which DPOTrainer calls through the
+    module's globals to fingerprint the precomputed reference log-probs."""
+    import trl.trainer.dpo_trainer as dpo_trainer
+
+    message = _patch("fast_model_hash", "ieta/train.py")
+    assert callable(getattr(dpo_trainer, "hash_module", None)), message + ": trl.trainer.dpo_trainer.hash_module"
+    assert "hash_module(" in inspect.getsource(dpo_trainer.DPOTrainer.__init__), message + ": DPOTrainer no longer calls it"
+    from ieta.train import fast_model_hash, model_hash
+
+    original = dpo_trainer.hash_module
+    with fast_model_hash():
+        assert dpo_trainer.hash_module is model_hash, message + ": the swap did not take"
+    assert dpo_trainer.hash_module is original
 
 
 def test_drop_precompute_engine_finds_dpo_trainer_precompute_engine():

@@ -64,25 +64,28 @@ def test_lora_top_layers_trains_only_the_last_blocks(tmp_path):
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
 
 
-def test_completion_logits_only_scores_the_same_labelled_positions():
-    """The compact LM head gives TRL's values on the positions the loss uses, and zero elsewhere; TRL is restored."""
-    import trl.trainer.utils as trl_utils
-    from trl.trainer.utils import add_fused_lm_head
+def test_model_hash_follows_every_weight_and_dtype():
+    """The reference log-probs' cache key: the same for equal weights, different when any value, dtype or name
+    differs (bf16 tensors and 0-dim buffers included)."""
+    from ieta.train import model_hash
 
-    from ieta.train import completion_logits_only
+    def module(dtype=torch.bfloat16):
+        m = torch.nn.Linear(3, 2).to(dtype)
+        with torch.no_grad():
+            m.weight.copy_(torch.arange(6.0).view(2, 3))
+            m.bias.zero_()
+        m.register_buffer("step", torch.tensor(5))
+        return m
 
-    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0)
-    add_fused_lm_head(model)
-    ids = torch.tensor([[5, 9, 31, 200, 7, 8, 41, 3], [6, 1, 2, 77, 90, 4, 12, 11]])
-    labels = ids.masked_fill(torch.arange(8) < 4, -100)  # a 4-token prompt, then the completion
-    original = trl_utils._use_triton
-    every = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
-    with completion_logits_only():
-        assert trl_utils._use_triton(torch.device("cpu"))
-        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
-    assert trl_utils._use_triton is original
-    scored = labels[:, 1:] != -100
-    assert torch.allclose(compact[scored], every[scored], atol=1e-5) and not compact[~scored].any()
+    a, b = module(), module()
+    assert model_hash(a) == model_hash(b)
+    with torch.no_grad():
+        b.weight[1, 2] += 1
+    assert model_hash(a) != model_hash(b)
+    assert model_hash(a) != model_hash(module(torch.float32))
+    c = module()
+    c.step += 1
+    assert model_hash(a) != model_hash(c)
 
 
 @pytest.mark.parametrize("top_layers", ["null", "1"])
@@ -114,3 +117,23 @@ def test_dpo_with_the_shared_forward_logs_trls_log_probs(tmp_path, monkeypatch, 
         for key in ("logps/chosen", "logps/rejected", "loss", "rewards/margins", "logits/chosen"):
             assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), (key, a[key], b[key])
     assert ours[1]["logps/chosen"] != ours[0]["logps/chosen"]  # the first step moved the policy
+
+
+def test_bench_train_dpo_uses_the_packaged_pairs_or_a_runs(tmp_path, capsys):
+    """``python -m ieta.bench train`` trains on the packaged pairs of a real quick run (every task id is HumanEval's,
+    prompts built for the config) or on a run's ``pairs.jsonl`` given with ``--pairs``."""
+    from ieta.bench.train import PAIRS as SHIPPED
+    from ieta.bench.train import bench_pairs
+    from ieta.bench.train import main as bench
+    from ieta.io import read_jsonl, write_jsonl
+
+    tok = load_tokenizer("tiny")
+    shipped = read_jsonl(SHIPPED)
+    pairs = bench_pairs(tok, len(shipped) + 2, "chat")
+    assert len(pairs) == len(shipped) + 2 and pairs[-1]["chosen"] == shipped[1]["chosen"]
+    assert all(p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
+    write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:1])
+    assert bench(["--only-ieta", "--steps", "1", "--warmup", "0", "--pairs", str(tmp_path / "pairs.jsonl"),
+                  "model=tiny"]) == 0
+    out = capsys.readouterr().out
+    assert f"2 pairs from {tmp_path / 'pairs.jsonl'}" in out and "s/step (median of 1;" in out, out

@@ -1,9 +1,11 @@
 """Training step time at the quick preset's settings: DPO (TRL's defaults vs IETA's, same run) and GRPO.
 
-``python -m ieta.bench train [--method dpo] [--steps 4] [--warmup 1] [overrides ...]`` composes
+``python -m ieta.bench train [--method dpo] [--steps 4] [--warmup 1] [--pairs FILE] [overrides ...]`` composes
 ``experiment=quick method=dpo``
-and trains the embedded model twice through ``ieta.train.train_dpo`` on the same HumanEval pairs (chosen: the
-canonical solution; rejected: the next problem's canonical body, so lengths are realistic):
+and trains the embedded model twice through ``ieta.train.train_dpo`` on the same preference pairs: by default the 23
+pairs of a quick run of the embedded model (``ieta/bench/dpo_pairs.jsonl``: its T=0.8 completions of the first 20
+HumanEval problems, paired by their sandbox verdicts; chosen completions average 104 tokens, a canonical body 45),
+prompts rebuilt with this config's prompt format; ``--pairs`` reads a run's ``iter_<k>/pairs.jsonl`` instead:
 
 - ``TRL defaults``: DPOConfig's own defaults where IETA departs from them (bf16 autocast, gradient checkpointing,
   a reference forward in every step) and TRL's LM head as it is (off Triton it scores every position);
@@ -36,6 +38,7 @@ from transformers import TrainerCallback
 
 from ieta.config import compose_config, validate
 from ieta.data import load_problems
+from ieta.io import read_jsonl
 from ieta.prompts import build_prompt
 
 
@@ -62,10 +65,20 @@ class StepTimer(TrainerCallback):
         self.cpu.append(time.process_time() - self._t[1])
 
 
-def bench_pairs(tokenizer, count: int, prompt_format: str) -> list[dict]:
-    problems = load_problems("humaneval", limit=count + 1)
-    return [{"prompt": build_prompt(p, tokenizer, prompt_format), "chosen": p.canonical_solution + "```",
-             "rejected": nxt.canonical_solution + "```"} for p, nxt in zip(problems, problems[1:])]
+#: preference pairs from a quick run of the embedded model (``iter_1/pairs.jsonl`` without the prompts)
+PAIRS = Path(__file__).resolve().parent / "dpo_pairs.jsonl"
+
+
+def bench_pairs(tokenizer, count: int, prompt_format: str, path: Path | None = None) -> list[dict]:
+    """``count`` pairs (cycled when the file has fewer): a run's pairs as they are, or :data:`PAIRS` with their
+    prompts built for ``prompt_format``."""
+    rows = read_jsonl(path or PAIRS)
+    if not rows:
+        raise ValueError(f"no pairs in {path or PAIRS}")
+    if path is None:
+        problems = {p.task_id: p for p in load_problems("humaneval")}
+        rows = [{**r, "prompt": build_prompt(problems[r["task_id"]], tokenizer, prompt_format)} for r in rows]
+    return [rows[i % len(rows)] for i in range(count)]
 
 
 def _time(cfg, pairs: list[dict], steps: int, trl_defaults: bool) -> tuple[StepTimer, float]:
@@ -141,6 +154,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (allocator, autocast caches)")
     ap.add_argument("--only-ieta", action="store_true", help="dpo: skip the TRL-defaults variant (slow: ~10x)")
     ap.add_argument("--problems", type=int, default=8, help="grpo: HumanEval problems to draw prompts from")
+    ap.add_argument("--pairs", type=Path, default=None,
+                    help="dpo: a run's iter_<k>/pairs.jsonl (default: pairs from a quick run of the embedded model)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model=tiny")
     args = ap.parse_args(argv)
     if args.method == "grpo":
@@ -152,9 +167,11 @@ def main(argv: list[str]) -> int:
     from ieta.models import load_tokenizer
 
     tok = load_tokenizer(ours.model.path, ours.model.gguf_file)
-    pairs = bench_pairs(tok, steps * ours.method.per_device_train_batch_size, ours.model.prompt_format)
+    pairs = bench_pairs(tok, steps * ours.method.per_device_train_batch_size, ours.model.prompt_format, args.pairs)
     tokens = [len(tok(p["prompt"] + p["chosen"])["input_ids"]) for p in pairs]
-    print(f"{len(pairs)} pairs, {statistics.mean(tokens):.0f} tokens per chosen sequence (mean), batch "
+    completion = [len(tok(p[k])["input_ids"]) for p in pairs for k in ("chosen", "rejected")]
+    print(f"{len(pairs)} pairs from {args.pairs or 'ieta/bench/dpo_pairs.jsonl'}, {statistics.mean(tokens):.0f} tokens "
+          f"per chosen sequence and {statistics.mean(completion):.0f} per completion (mean), batch "
           f"{ours.method.per_device_train_batch_size}, LoRA r={ours.method.lora.r} on the top "
           f"{ours.method.lora.top_layers or 'all'} blocks, {torch.get_num_threads()} threads")
     rows = {}

@@ -258,10 +258,11 @@ def make_trainer(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, s
 def train_interactive(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, steps: int, out_dir: Path,
                       seed: int, progress: bool = True):
     """Run ``steps`` GRPO steps over multi-turn episodes on ``problems``; save the adapter (last) and the logs."""
-    from ieta.train import completion_logits_only, save_training
+    from ieta.lm_head import cpu_lm_head
+    from ieta.train import save_training
 
     (out_dir / ROLLOUTS_FILE).unlink(missing_ok=True)  # a retrained iteration logs its own episodes only
-    with completion_logits_only():
+    with cpu_lm_head():
         trainer, env = make_trainer(model, tokenizer, problems, cfg, steps=steps, out_dir=out_dir, seed=seed,
                                     progress=progress)
         trainer.train()

@@ -20,11 +20,12 @@ from ieta.config import RunConfig, check_block, parse_block
 from ieta.data import Problem
 from ieta.execute import SandboxConfig
 from ieta.io import read_jsonl, write_json
+from ieta.lm_head import cpu_lm_head
 from ieta.metrics import model_records
 from ieta.methods.base import Method
 from ieta.prompts import build_prompt
 from ieta.rewards import REWARDS, ExecutionRewardSettings, Judge, JudgeSettings, RewardContext, bind_rewards
-from ieta.train import as_base_model, completion_logits_only, lora_config, save_training, trainer_args
+from ieta.train import as_base_model, lora_config, save_training, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def train_rlaif(model, tokenizer, problems: list[Problem], cfg: RunConfig, *, st
     # a generation batch draws generation_batch_size / num_generations distinct prompts; fewer would yield no step
     needed = -(-args.generation_batch_size // settings.num_generations)
     dataset = Dataset.from_list(rows * -(-needed // len(rows)))
-    with completion_logits_only():
+    with cpu_lm_head():
         trainer = trainer_class()(model=model, reward_funcs=bind_rewards(list(weights), context), args=args,
                               train_dataset=dataset, processing_class=tokenizer,
                               peft_config=lora_config(method.lora, model))
