@@ -119,9 +119,9 @@ def test_dpo_with_the_shared_forward_logs_trls_log_probs(tmp_path, monkeypatch, 
     assert ours[1]["logps/chosen"] != ours[0]["logps/chosen"]  # the first step moved the policy
 
 
-def test_bench_train_dpo_uses_the_packaged_pairs_or_a_runs(tmp_path, capsys):
+def test_bench_train_dpo_uses_the_packaged_pairs_or_a_runs(tmp_path):
     """``python -m ieta.bench train`` trains on the packaged pairs of a real quick run (every task id is HumanEval's,
-    prompts built for the config) or on a run's ``pairs.jsonl`` given with ``--pairs``."""
+    prompts built for the config) or on a run's ``pairs.jsonl`` given with ``--pairs`` (an empty one is an error)."""
     from ieta.bench.train import PAIRS as SHIPPED
     from ieta.bench.train import bench_pairs
     from ieta.bench.train import main as bench
@@ -133,7 +133,7 @@ def test_bench_train_dpo_uses_the_packaged_pairs_or_a_runs(tmp_path, capsys):
     assert len(pairs) == len(shipped) + 2 and pairs[-1]["chosen"] == shipped[1]["chosen"]
     assert all(p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
     write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:1])
-    assert bench(["--only-ieta", "--steps", "1", "--warmup", "0", "--pairs", str(tmp_path / "pairs.jsonl"),
-                  "model=tiny"]) == 0
-    out = capsys.readouterr().out
-    assert f"2 pairs from {tmp_path / 'pairs.jsonl'}" in out and "s/step (median of 1;" in out, out
+    assert bench_pairs(tok, 3, "chat", tmp_path / "pairs.jsonl") == [PAIRS[0]] * 3  # a run's pairs as they are
+    write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(ValueError, match="no pairs in"):
+        bench(["--only-ieta", "--pairs", str(tmp_path / "empty.jsonl"), "model=tiny"])
