@@ -31,6 +31,13 @@ def _chunk(tokens: int, vocab: int) -> int:
     return max(1, min(tokens, BUFFER_BYTES // (4 * vocab)))
 
 
+def _spans(tokens: int, chunk: int):
+    """``(rows, n)`` for each chunk of ``chunk`` tokens: the slice of the chunk and its length."""
+    for start in range(0, tokens, chunk):
+        end = min(start + chunk, tokens)
+        yield slice(start, end), end - start
+
+
 class CpuLogProbs(torch.autograd.Function):
     """``log_softmax(scale * hidden @ weight.T)`` at ``targets``, and on request the entropy, ``log(sum p^2)``, the mean
     logit and whether the target is the first argmax: TRL's ``ChunkedLogProbFunction`` outputs, for a frozen head
@@ -49,9 +56,7 @@ class CpuLogProbs(torch.autograd.Function):
         z, e = torch.empty(chunk, vocab), torch.empty(chunk, vocab)
         stats = {k: torch.empty(tokens) for k in ("log_z", "target", "entropy", "log_sum_sq_probs", "mean_logits")}
         top1 = torch.empty(tokens, dtype=torch.bool)
-        for start in range(0, tokens, chunk):
-            end = min(start + chunk, tokens)
-            n, rows = end - start, slice(start, end)
+        for rows, n in _spans(tokens, chunk):
             tile = logits[rows] if keep else logits[:n]
             torch.mm(hidden[rows].to(dtype), weight.t(), out=tile)
             zn, en = z[:n].copy_(tile), e[:n]
@@ -63,12 +68,13 @@ class CpuLogProbs(torch.autograd.Function):
                 stats["mean_logits"][rows] = zn.mean(-1)
             zn.sub_(top[:, None])
             total = torch.exp(zn, out=en).sum(-1)
-            stats["log_z"][rows] = top + total.log()
+            log_total = total.log()
+            stats["log_z"][rows] = top + log_total
             stats["target"][rows], top1[rows] = target, first == targets[rows]
             if "log_sum_sq_probs" in outputs:
-                stats["log_sum_sq_probs"][rows] = 2 * (torch.linalg.vector_norm(en, dim=-1).log() - total.log())
+                stats["log_sum_sq_probs"][rows] = 2 * (torch.linalg.vector_norm(en, dim=-1).log() - log_total)
             if "entropy" in outputs:  # log(s) - sum(e * (z - max)) / s with e = exp(z - max), s = sum(e)
-                stats["entropy"][rows] = total.log() - en.mul_(zn).sum(-1) / total
+                stats["entropy"][rows] = log_total - en.mul_(zn).sum(-1) / total
         log_probs = stats["target"] - stats["log_z"]
         result = [log_probs] + [stats[k] if k in outputs else None for k in ("entropy", "log_sum_sq_probs",
                                                                             "mean_logits")]
@@ -88,9 +94,7 @@ class CpuLogProbs(torch.autograd.Function):
         chunk, kept = _chunk(tokens, vocab), ctx.logits
         logits = torch.empty(chunk, vocab, dtype=ctx.dtype)
         z, e = torch.empty(chunk, vocab), torch.empty(chunk, vocab)
-        for start in range(0, tokens, chunk):
-            end = min(start + chunk, tokens)
-            n, rows = end - start, slice(start, end)
+        for rows, n in _spans(tokens, chunk):
             if kept is None:
                 torch.mm(hidden[rows].to(ctx.dtype), weight.t(), out=logits[:n])
             log_p, p = z[:n].copy_(logits[:n] if kept is None else kept[rows]), e[:n]
@@ -124,7 +128,9 @@ class _Dispatch:
         self.original = original
 
     def apply(self, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-              logit_scale=1.0, outputs=("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+              logit_scale=1.0, outputs=None):
+        if outputs is None:  # TRL's own default (imported here: importing ieta.train does not load TRL)
+            from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS as outputs
         if (hidden.device.type == "cpu" and bias is None and final_logit_softcapping is None
                 and not weight.requires_grad and hidden.shape[0] > 0):
             return CpuLogProbs.apply(hidden, weight, targets, float(logit_scale) / float(temperature), tuple(outputs))

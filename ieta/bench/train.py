@@ -4,7 +4,8 @@
 ``experiment=quick method=dpo``
 and trains the embedded model twice through ``ieta.train.train_dpo`` on the same preference pairs: by default the 23
 pairs of a quick run of the embedded model (``ieta/bench/dpo_pairs.jsonl``: its T=0.8 completions of the first 20
-HumanEval problems, paired by their sandbox verdicts; chosen completions average 104 tokens, a canonical body 45),
+HumanEval problems, paired by their sandbox verdicts; 104 tokens per chosen completion over the 23, 126 per
+completion over the 10 that 5 steps draw, against 45 for a canonical body),
 prompts rebuilt with this config's prompt format; ``--pairs`` reads a run's ``iter_<k>/pairs.jsonl`` instead:
 
 - ``TRL defaults``: DPOConfig's own defaults where IETA departs from them (bf16 autocast, gradient checkpointing,
