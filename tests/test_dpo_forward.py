@@ -1,5 +1,5 @@
-"""DPO's shared forward (ieta.dpo_forward: one row per pair, frozen blocks kept) gives TRL's per-token log-probs
-and gradients."""
+"""DPO's shared forward (ieta.dpo_forward: one unpadded segment per pair, frozen blocks kept) gives TRL's per-token
+log-probs and gradients."""
 
 import pytest
 import torch
@@ -7,17 +7,20 @@ from peft import LoraConfig, get_peft_model
 from trl.trainer.utils import add_fused_lm_head
 
 from ieta.models import load_model
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
 from ieta.dpo_forward import frozen_blocks, pack, shared_forward
 from tests.test_sample import RANDOM_INIT
 
 PROMPT = [5, 9, 31, 200, 7]
 #: pairs as (prompt, chosen completion, rejected completion): completions that share their first token, that share
-#: nothing, one a prefix of the other, and a pair whose prompt differs from the others' (a 1-token prompt)
+#: nothing, one a prefix of the other (both ways), and a pair whose prompt differs from the others' (a 1-token prompt)
 PAIRS = [
     (PROMPT, [8, 41, 3], [8, 42, 3, 9, 9]),
     (PROMPT + [66, 12], [13, 14, 15, 16], [99, 98]),
     ([6, 1], [2, 77, 90], [2, 77, 90, 4, 4, 4]),
     ([44], [17, 18], [19]),
+    ([3, 4], [5, 6, 7], [5]),
 ]
 
 
@@ -66,10 +69,11 @@ def test_packed_pairs_give_the_separate_rows_log_probs_and_gradients(implementat
     backbone = model.get_base_model().base_model
     assert frozen_blocks(backbone) == 0  # adapters on every block: nothing to keep
     with shared_forward(model.get_base_model()):
-        assert "forward" in backbone.__dict__
+        assert "forward" in backbone.__dict__ and implementation in ALL_ATTENTION_FUNCTIONS._local_mapping
         packed = _log_probs_and_grads(model, ids, mask, labels)
         assert not backbone.forward.kept
     assert "forward" not in backbone.__dict__  # restored
+    assert implementation not in ALL_ATTENTION_FUNCTIONS._local_mapping
     assert (labels[:, 1:] != -100).sum() == (separate[0] != 0).sum()  # every completion token is scored
     _assert_same(packed, separate)
 
@@ -102,17 +106,37 @@ def test_frozen_blocks_are_computed_once_per_pair_and_give_the_same_training_sig
     assert torch.allclose(steps[1][0], separate[0][two], atol=1e-5)
 
 
-def test_pack_computes_each_shared_prefix_once():
+def test_gradient_checkpointing_recomputes_the_segments_attention():
+    """The backward pass recomputes each block's forward: it must attend per segment as the forward did."""
+    model = _model("sdpa")
+    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ids, mask, labels = _batch(PAIRS)
+    separate = _log_probs_and_grads(model, ids, mask, labels)
+    with shared_forward(model.get_base_model()):
+        packed = _log_probs_and_grads(model, ids, mask, labels)
+    _assert_same(packed, separate)
+
+
+def test_pack_computes_each_shared_prefix_once_without_padding():
     ids, mask, _ = _batch(PAIRS)
     packed = pack(ids, mask)
-    lengths = [2 * len(p) + len(c) + len(r) - s for (p, c, r), s in zip(PAIRS, (6, 7, 5, 1))]  # s: shared tokens
-    assert packed.ids.shape == (len(PAIRS), max(lengths))
-    assert packed.ids.numel() < ids.numel()
+    shared = (6, 7, 5, 1, 3)  # tokens the chosen and rejected rows share
+    lengths = [2 * len(p) + len(c) + len(r) - s for (p, c, r), s in zip(PAIRS, shared)]
+    assert packed.ids.shape == (1, sum(lengths)) and sum(lengths) < ids.numel()
+    assert [s.stop - s.start for s in packed.spans] == lengths
     # pair 0: prompt + the shared first completion token once, then chosen's rest, then rejected's rest
-    assert packed.ids[0, : lengths[0]].tolist() == PROMPT + [8, 41, 3, 42, 3, 9, 9]
-    assert packed.positions[0, : lengths[0]].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9]
-    allowed = packed.allowed[0, 0]
-    assert not allowed[8, 6] and not allowed[8, 7] and allowed[8, 5]  # rejected's rest never sees chosen's
+    assert packed.ids[0, packed.spans[0]].tolist() == PROMPT + [8, 41, 3, 42, 3, 9, 9]
+    assert packed.positions[0, packed.spans[0]].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9]
+    chosen, rejected = packed.parts[:2]  # prefix and chosen causal; rejected's rest over the prefix and itself
+    assert chosen.queries == slice(0, 8) and chosen.keys == [slice(0, 8)] and chosen.allowed is None
+    assert rejected.queries == slice(8, 12) and rejected.keys == [slice(0, 6), slice(8, 12)]
+    assert rejected.allowed[0, 0].tolist() == [[True] * 6 + [j <= i for j in range(4)] for i in range(4)]
+    last = packed.parts[-1]  # pair 4: rejected is a prefix of chosen, so one causal call covers both
+    assert last.queries == packed.spans[-1] and last.allowed is None
+    assert len(packed.parts) == 2 * len(PAIRS) - 1
+    for row, n in enumerate(mask.sum(-1).tolist()):  # gathered back, each of TRL's rows
+        assert packed.ids[0, packed.index[row, :n]].tolist() == ids[row, :n].tolist()
 
 
 def test_other_layouts_run_unchanged():
