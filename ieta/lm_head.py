@@ -22,20 +22,28 @@ from contextlib import contextmanager
 
 import torch
 
-#: bytes of one fp32 ``[tokens, V]`` work buffer: sets the tokens per chunk (two such buffers and one in the compute
-#: dtype are live at a time); logits of at most this size are kept for the backward instead of recomputed
+#: bytes of the logits of one GEMM chunk, counted in fp32: sets the tokens per chunk; logits of at most this size are
+#: kept for the backward instead of recomputed
 BUFFER_BYTES = 512 * 2**20
+#: bytes of each of the two fp32 work buffers of the elementwise passes, which walk a chunk in blocks of rows: small
+#: enough to be reused from the allocator's heap (no fresh pages to fault in each call), large enough that the ops'
+#: per-call cost is noise
+BLOCK_BYTES = 16 * 2**20
 
 
 def _chunk(tokens: int, vocab: int) -> int:
     return max(1, min(tokens, BUFFER_BYTES // (4 * vocab)))
 
 
-def _spans(tokens: int, chunk: int):
-    """``(rows, n)`` for each chunk of ``chunk`` tokens: the slice of the chunk and its length."""
-    for start in range(0, tokens, chunk):
-        end = min(start + chunk, tokens)
-        yield slice(start, end), end - start
+def _block(vocab: int) -> int:
+    return max(1, BLOCK_BYTES // (4 * vocab))
+
+
+def _spans(tokens: int, chunk: int, start: int = 0):
+    """``(rows, n)`` for each chunk of ``chunk`` tokens of ``start .. start + tokens``: its slice and its length."""
+    for first in range(start, start + tokens, chunk):
+        end = min(first + chunk, start + tokens)
+        yield slice(first, end), end - first
 
 
 class CpuLogProbs(torch.autograd.Function):
@@ -50,31 +58,32 @@ class CpuLogProbs(torch.autograd.Function):
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
         tokens, vocab = hidden.shape[0], weight.shape[0]
         weight = weight.to(dtype)
-        chunk = _chunk(tokens, vocab)
+        chunk, block = _chunk(tokens, vocab), _block(vocab)
         keep = ctx.needs_input_grad[0] and tokens * vocab * weight.element_size() <= BUFFER_BYTES
         logits = torch.empty(tokens if keep else chunk, vocab, dtype=dtype)
-        z, e = torch.empty(chunk, vocab), torch.empty(chunk, vocab)
+        z, e = torch.empty(min(block, chunk), vocab), torch.empty(min(block, chunk), vocab)
         stats = {k: torch.empty(tokens) for k in ("log_z", "target", "entropy", "log_sum_sq_probs", "mean_logits")}
         top1 = torch.empty(tokens, dtype=torch.bool)
-        for rows, n in _spans(tokens, chunk):
-            tile = logits[rows] if keep else logits[:n]
-            torch.mm(hidden[rows].to(dtype), weight.t(), out=tile)
-            zn, en = z[:n].copy_(tile), e[:n]
-            if scale != 1.0:
-                zn.mul_(scale)
-            target = zn.gather(-1, targets[rows, None]).squeeze(-1)
-            top, first = zn.max(-1)  # the first index of the maximum, as TRL's argmax test counts it
-            if "mean_logits" in outputs:
-                stats["mean_logits"][rows] = zn.mean(-1)
-            zn.sub_(top[:, None])
-            total = torch.exp(zn, out=en).sum(-1)
-            log_total = total.log()
-            stats["log_z"][rows] = top + log_total
-            stats["target"][rows], top1[rows] = target, first == targets[rows]
-            if "log_sum_sq_probs" in outputs:
-                stats["log_sum_sq_probs"][rows] = 2 * (torch.linalg.vector_norm(en, dim=-1).log() - log_total)
-            if "entropy" in outputs:  # log(s) - sum(e * (z - max)) / s with e = exp(z - max), s = sum(e)
-                stats["entropy"][rows] = log_total - en.mul_(zn).sum(-1) / total
+        for chunk_rows, size in _spans(tokens, chunk):
+            tile = logits[chunk_rows] if keep else logits[:size]
+            torch.mm(hidden[chunk_rows].to(dtype), weight.t(), out=tile)
+            for rows, n in _spans(size, block, chunk_rows.start):
+                zn, en = z[:n].copy_(tile[rows.start - chunk_rows.start : rows.stop - chunk_rows.start]), e[:n]
+                if scale != 1.0:
+                    zn.mul_(scale)
+                target = zn.gather(-1, targets[rows, None]).squeeze(-1)
+                top, first = zn.max(-1)  # the first index of the maximum, as TRL's argmax test counts it
+                if "mean_logits" in outputs:
+                    stats["mean_logits"][rows] = zn.mean(-1)
+                zn.sub_(top[:, None])
+                total = torch.exp(zn, out=en).sum(-1)
+                log_total = total.log()
+                stats["log_z"][rows] = top + log_total
+                stats["target"][rows], top1[rows] = target, first == targets[rows]
+                if "log_sum_sq_probs" in outputs:
+                    stats["log_sum_sq_probs"][rows] = 2 * (torch.linalg.vector_norm(en, dim=-1).log() - log_total)
+                if "entropy" in outputs:  # log(s) - sum(e * (z - max)) / s with e = exp(z - max), s = sum(e)
+                    stats["entropy"][rows] = log_total - en.mul_(zn).sum(-1) / total
         log_probs = stats["target"] - stats["log_z"]
         result = [log_probs] + [stats[k] if k in outputs else None for k in ("entropy", "log_sum_sq_probs",
                                                                             "mean_logits")]
@@ -91,31 +100,34 @@ class CpuLogProbs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         if grad_log_probs is None and grad_entropy is None:
             return grad_hidden.zero_(), None, None, None, None
-        chunk, kept = _chunk(tokens, vocab), ctx.logits
-        logits = torch.empty(chunk, vocab, dtype=ctx.dtype)
-        z, e = torch.empty(chunk, vocab), torch.empty(chunk, vocab)
-        for rows, n in _spans(tokens, chunk):
+        chunk, block, kept = _chunk(tokens, vocab), _block(vocab), ctx.logits
+        logits = kept if kept is not None else torch.empty(chunk, vocab, dtype=ctx.dtype)
+        z, e = torch.empty(min(block, chunk), vocab), torch.empty(min(block, chunk), vocab)
+        for chunk_rows, size in _spans(tokens, chunk):
+            tile = kept[chunk_rows] if kept is not None else logits[:size]  # the logits, then their gradient
             if kept is None:
-                torch.mm(hidden[rows].to(ctx.dtype), weight.t(), out=logits[:n])
-            log_p, p = z[:n].copy_(logits[:n] if kept is None else kept[rows]), e[:n]
-            if ctx.scale != 1.0:
-                log_p.mul_(ctx.scale)
-            log_p.sub_(log_z[rows, None])
-            torch.exp(log_p, out=p)
-            # d log p_t / dz_j = 1[j = t] - p_j; d entropy / dz_j = -p_j (log p_j + entropy)
-            if grad_entropy is not None:
-                log_p.add_(entropy[rows, None]).mul_(p).mul_(grad_entropy[rows, None].float())
-            if grad_log_probs is not None:
-                g = grad_log_probs[rows].float()
-                p.mul_(-g[:, None]).scatter_add_(-1, targets[rows, None], g[:, None])
-            else:
-                p.zero_()
-            if grad_entropy is not None:
-                p.sub_(log_p)
-            if ctx.scale != 1.0:
-                p.mul_(ctx.scale)
-            logits[:n].copy_(p)
-            grad_hidden[rows] = torch.mm(logits[:n], weight)
+                torch.mm(hidden[chunk_rows].to(ctx.dtype), weight.t(), out=tile)
+            for rows, n in _spans(size, block, chunk_rows.start):
+                local = slice(rows.start - chunk_rows.start, rows.stop - chunk_rows.start)
+                log_p, p = z[:n].copy_(tile[local]), e[:n]
+                if ctx.scale != 1.0:
+                    log_p.mul_(ctx.scale)
+                log_p.sub_(log_z[rows, None])
+                torch.exp(log_p, out=p)
+                # d log p_t / dz_j = 1[j = t] - p_j; d entropy / dz_j = -p_j (log p_j + entropy)
+                if grad_entropy is not None:
+                    log_p.add_(entropy[rows, None]).mul_(p).mul_(grad_entropy[rows, None].float())
+                if grad_log_probs is not None:
+                    g = grad_log_probs[rows].float()
+                    p.mul_(-g[:, None]).scatter_add_(-1, targets[rows, None], g[:, None])
+                else:
+                    p.zero_()
+                if grad_entropy is not None:
+                    p.sub_(log_p)
+                if ctx.scale != 1.0:
+                    p.mul_(ctx.scale)
+                tile[local].copy_(p)
+            grad_hidden[chunk_rows] = torch.mm(tile, weight)
         ctx.logits = None
         return grad_hidden, None, None, None, None
 

@@ -35,14 +35,18 @@ def _run(function, states, weight, targets, grad_lp, grad_ent, temperature, scal
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature,scale", [(1.0, 1.0), (0.7, 1.3)])
-@pytest.mark.parametrize("buffer", ["one chunk, kept", "5-token chunks, recomputed"])
+@pytest.mark.parametrize("buffer", ["one chunk, kept", "one chunk, kept, 3-row blocks",
+                                    "5-token chunks, recomputed, 2-row blocks"])
 @pytest.mark.parametrize("entropy_grad", [True, False])
 def test_cpu_log_probs_match_trls_kernel(monkeypatch, dtype, temperature, scale, buffer, entropy_grad):
     """All five outputs, and the gradient through the log-probs (and the entropy), against TRL's own kernel; in one
-    chunk with the logits kept for the backward, and in several chunks with them recomputed."""
+    chunk with the logits kept for the backward, and in several chunks with them recomputed; the elementwise passes
+    over the whole chunk or in blocks of rows (37 tokens: the last block and chunk are short)."""
     states, weight, targets, grad_lp, grad_ent = _case(dtype)
     if buffer.startswith("5"):
         monkeypatch.setattr(lm_head, "BUFFER_BYTES", 4 * weight.shape[0] * 5)
+    if "row blocks" in buffer:
+        monkeypatch.setattr(lm_head, "BLOCK_BYTES", 4 * weight.shape[0] * int(buffer.split("-row")[0][-1]))
     theirs, their_grad = _run(ChunkedLogProbFunction, states, weight, targets, grad_lp, grad_ent, temperature, scale,
                               entropy_grad)
     ours, our_grad = _run(lm_head._Dispatch(ChunkedLogProbFunction), states, weight, targets, grad_lp, grad_ent,
