@@ -133,8 +133,13 @@ def _children(pid: int) -> list[int]:
 
 
 def _single_ns_pid(pid: int) -> bool:
-    with open(f"/proc/{pid}/status") as f:
-        return len(next(line for line in f if line.startswith("NSpid:")).split()) == 2
+    """Whether ``pid`` is a candidate's process (two PIDs: the host's and 1 in its own namespace). A process that
+    ended meanwhile (a waiting candidate reaped) also counts as one: it is nothing to kill."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return len(next(line for line in f if line.startswith("NSpid:")).split()) == 2
+    except (OSError, StopIteration):
+        return True
 
 
 SLOW = Problem("w/slow", "def f(x):\n", "def check(candidate):\n    assert candidate(1) == 1\n", "f")
