@@ -93,8 +93,8 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> Packed
         if rest:
             allowed = torch.ones(rest, s + rest, dtype=torch.bool, device=device)
             allowed[:, s:] = torch.ones(rest, rest, dtype=torch.bool, device=device).tril()
-            parts.append(Part(slice(start + len(c), start + len(c) + rest),
-                              [slice(start, start + s), slice(start + len(c), start + len(c) + rest)], allowed[None, None]))
+            own = slice(start + len(c), start + len(c) + rest)
+            parts.append(Part(own, [slice(start, start + s), own], allowed[None, None]))
         index[i, : len(c)] = start + torch.arange(len(c), device=device)
         index[b + i, :s] = start + torch.arange(s, device=device)
         index[b + i, s : len(r)] = start + len(c) + torch.arange(rest, device=device)

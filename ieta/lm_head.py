@@ -39,11 +39,18 @@ def _block(vocab: int) -> int:
     return max(1, BLOCK_BYTES // (4 * vocab))
 
 
-def _spans(tokens: int, chunk: int, start: int = 0):
-    """``(rows, n)`` for each chunk of ``chunk`` tokens of ``start .. start + tokens``: its slice and its length."""
-    for first in range(start, start + tokens, chunk):
-        end = min(first + chunk, start + tokens)
-        yield slice(first, end), end - first
+def _spans(tokens: int, chunk: int):
+    """``(rows, n)`` for each chunk of ``chunk`` tokens: the slice of the chunk and its length."""
+    for start in range(0, tokens, chunk):
+        end = min(start + chunk, tokens)
+        yield slice(start, end), end - start
+
+
+def _blocks(chunk_rows: slice, size: int, block: int):
+    """``(rows, local, n)`` for each block of ``block`` rows of the chunk ``chunk_rows`` (``size`` rows): the block's
+    rows among all tokens, its rows within the chunk, and its length."""
+    for local, n in _spans(size, block):
+        yield slice(chunk_rows.start + local.start, chunk_rows.start + local.stop), local, n
 
 
 class CpuLogProbs(torch.autograd.Function):
@@ -58,17 +65,18 @@ class CpuLogProbs(torch.autograd.Function):
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
         tokens, vocab = hidden.shape[0], weight.shape[0]
         weight = weight.to(dtype)
-        chunk, block = _chunk(tokens, vocab), _block(vocab)
+        chunk = _chunk(tokens, vocab)
+        block = min(_block(vocab), chunk)
         keep = ctx.needs_input_grad[0] and tokens * vocab * weight.element_size() <= BUFFER_BYTES
         logits = torch.empty(tokens if keep else chunk, vocab, dtype=dtype)
-        z, e = torch.empty(min(block, chunk), vocab), torch.empty(min(block, chunk), vocab)
+        z, e = torch.empty(block, vocab), torch.empty(block, vocab)
         stats = {k: torch.empty(tokens) for k in ("log_z", "target", "entropy", "log_sum_sq_probs", "mean_logits")}
         top1 = torch.empty(tokens, dtype=torch.bool)
         for chunk_rows, size in _spans(tokens, chunk):
             tile = logits[chunk_rows] if keep else logits[:size]
             torch.mm(hidden[chunk_rows].to(dtype), weight.t(), out=tile)
-            for rows, n in _spans(size, block, chunk_rows.start):
-                zn, en = z[:n].copy_(tile[rows.start - chunk_rows.start : rows.stop - chunk_rows.start]), e[:n]
+            for rows, local, n in _blocks(chunk_rows, size, block):
+                zn, en = z[:n].copy_(tile[local]), e[:n]
                 if scale != 1.0:
                     zn.mul_(scale)
                 target = zn.gather(-1, targets[rows, None]).squeeze(-1)
@@ -100,15 +108,15 @@ class CpuLogProbs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         if grad_log_probs is None and grad_entropy is None:
             return grad_hidden.zero_(), None, None, None, None
-        chunk, block, kept = _chunk(tokens, vocab), _block(vocab), ctx.logits
-        logits = kept if kept is not None else torch.empty(chunk, vocab, dtype=ctx.dtype)
-        z, e = torch.empty(min(block, chunk), vocab), torch.empty(min(block, chunk), vocab)
+        chunk, kept = _chunk(tokens, vocab), ctx.logits is not None
+        block = min(_block(vocab), chunk)
+        logits = ctx.logits if kept else torch.empty(chunk, vocab, dtype=ctx.dtype)
+        z, e = torch.empty(block, vocab), torch.empty(block, vocab)
         for chunk_rows, size in _spans(tokens, chunk):
-            tile = kept[chunk_rows] if kept is not None else logits[:size]  # the logits, then their gradient
-            if kept is None:
+            tile = logits[chunk_rows] if kept else logits[:size]  # the logits, then their gradient
+            if not kept:
                 torch.mm(hidden[chunk_rows].to(ctx.dtype), weight.t(), out=tile)
-            for rows, n in _spans(size, block, chunk_rows.start):
-                local = slice(rows.start - chunk_rows.start, rows.stop - chunk_rows.start)
+            for rows, local, n in _blocks(chunk_rows, size, block):
                 log_p, p = z[:n].copy_(tile[local]), e[:n]
                 if ctx.scale != 1.0:
                     log_p.mul_(ctx.scale)

@@ -109,7 +109,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=3.0, help="per-sample timeout for both, seconds")
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI comparison")
-    ap.add_argument("--rounds", type=int, default=5, help="repeat the comparison; medians and per-round ratios (single rounds on a noisy 2-core machine ranged 3.7x-5.7x)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="repeat the comparison; medians and per-round ratios (single rounds on a noisy 2-core "
+                         "machine ranged 3.7x-5.7x)")
     ap.add_argument("--samples", nargs="+", default=None, metavar="JSONL",
                     help="real samples (task_id, completion; e.g. a run's eval_samples.jsonl) instead of the canonical "
                          "solutions: verdict agreement on them, each disagreement listed")
