@@ -25,41 +25,12 @@ from ieta.decode import Decoder, unsupported
 from ieta.drafts import DRAFTS
 from ieta.int8 import int8_linears
 from ieta.prompts import build_prompt, extract_completion, stop_strings
+from ieta.token_picker import TokenPicker
 
-#: top-p looks for the nucleus among the most likely tokens first, this many, then more (exact: a row whose
-#: candidates hold less than top_p of the mass tries the next size, and at last a full sort)
-_NUCLEUS_CANDIDATES = (64, 1024)
 #: spare KV-cache columns allocated at once (a copy of the cache every this many steps, not every step)
 _CACHE_ROOM = 128
 #: most prompts prefilled in one forward (they are sorted by length, so a group pads little)
 _PREFILL_GROUP = 8
-
-
-def next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Greedy, or nucleus sampling with HF's semantics (keep a token while the mass before it is < top_p)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = (logits.float() / temperature).softmax(-1)
-    if top_p >= 1:
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    rows = torch.arange(probs.shape[0], device=probs.device)
-    for k in _NUCLEUS_CANDIDATES:
-        top, idx = (probs if len(rows) == len(probs) else probs[rows]).topk(min(k, probs.shape[-1]), dim=-1)
-        inside = top.sum(-1) >= top_p
-        if inside.any():
-            tokens[rows[inside]] = _nucleus_sample(top[inside], idx[inside], top_p, generator)
-        rows = rows[~inside]
-        if not len(rows):
-            return tokens
-    tokens[rows] = _nucleus_sample(*probs[rows].sort(dim=-1, descending=True), top_p, generator)
-    return tokens
-
-
-def _nucleus_sample(top: torch.Tensor, idx: torch.Tensor, top_p: float, generator) -> torch.Tensor:
-    top = top * ((top.cumsum(-1) - top) < top_p)
-    return idx.gather(-1, torch.multinomial(top, 1, generator=generator)).squeeze(-1)
 
 
 def sampling_path(model, quantize: str) -> tuple[str, str]:
@@ -125,12 +96,12 @@ class _DecoderBatch:
                 self.prompt_of[slot] = self.ids[prompt]
         self.slots += slots
 
-    def step(self, out: list[list[int]], temperature: float, top_p: float, generator, limit: int) -> list[int]:
-        drafts = self._drafts(out, limit) if temperature <= 0 and self.draft is not None else None
+    def step(self, out: list[list[int]], pick: TokenPicker, limit: int) -> list[int]:
+        drafts = self._drafts(out, limit) if pick.greedy and self.draft is not None else None
         if drafts is not None:
             done = self._verify(out, drafts, limit)
         else:
-            token = next_tokens(self.decoder.step(), temperature, top_p, generator)
+            token = pick(self.decoder.step())
             done = _record(out, self.slots, [[t] for t in token.tolist()], self.eos, limit, self.stopped)
             self.decoder.last[: len(token)] = token
         finished = [s for s, d in zip(self.slots, done.tolist()) if d]
@@ -241,11 +212,11 @@ class _Batch:
         self.position, self.last = torch.cat([self.position, position]), torch.cat([self.last, last])
         self.slots += slots
 
-    def step(self, out: list[list[int]], temperature: float, top_p: float, generator, limit: int) -> list[int]:
+    def step(self, out: list[list[int]], pick: TokenPicker, limit: int) -> list[int]:
         """Decode one token per row into ``out``; rows done (EOS, stop string, ``limit`` tokens) leave. Returns them."""
         logits = self.model(input_ids=self.last, attention_mask=self.mask, position_ids=self.position,
                             cache=self.cache, use_cache=True).logits[:, -1]
-        token = next_tokens(logits, temperature, top_p, generator)
+        token = pick(logits)
         done = _record(out, self.slots, [[t] for t in token.tolist()], self.eos, limit, self.stopped)
         finished = [s for s, d in zip(self.slots, done.tolist()) if d]
         self.last, self.position = token[:, None], self.position + 1
@@ -359,7 +330,7 @@ def _loop(batch, prompts: list, n: int, capacity: int, temperature: float, top_p
           seed: int, device, bar) -> list[list[int]]:
     """Decode ``n`` samples of each prompt through ``batch``; returns the token ids of prompt i's sample j at
     ``i * n + j`` (an EOS kept where it ended the sample)."""
-    generator = torch.Generator(device=device).manual_seed(seed)
+    pick = TokenPicker(temperature, top_p, torch.Generator(device=device).manual_seed(seed))
     queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
     while queue or batch.slots:
@@ -368,7 +339,7 @@ def _loop(batch, prompts: list, n: int, capacity: int, temperature: float, top_p
             admitted, queue = queue[: min(room, _PREFILL_GROUP)], queue[min(room, _PREFILL_GROUP):]
             batch.admit([prompts[i] for i in admitted], [i * n + j for i in admitted for j in range(n)], n)
             room -= len(admitted)
-        bar.update(len(batch.step(out, temperature, top_p, generator, max_new_tokens)))
+        bar.update(len(batch.step(out, pick, max_new_tokens)))
         bar.set_postfix(batch=len(batch.slots), prompts_left=len(queue), refresh=False)  # the bar redraws at its own pace
     bar.close()
     return out

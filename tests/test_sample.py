@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ieta.config import SamplerConfig
@@ -46,18 +47,39 @@ def test_nucleus_sampling_keeps_hf_top_p_set():
     """Our top-p (candidates first, full sort for wide nuclei) samples exactly from HF's TopPLogitsWarper set."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from ieta.sample import next_tokens
+    from ieta.token_picker import TokenPicker
 
     torch.manual_seed(0)
     logits = torch.randn(3, 4000)
     logits[0, :3] += 12  # narrow nucleus: a few tokens
     logits[1] *= 0.01  # nearly flat: the nucleus is wider than the candidates
     kept = TopPLogitsWarper(top_p=0.9)(None, logits / 0.7).isfinite()
-    draws = torch.stack([next_tokens(logits, 0.7, 0.9) for _ in range(300)])
+    pick = TokenPicker(0.7, 0.9)
+    draws = torch.stack([pick(logits) for _ in range(300)])
     for row in range(3):
         assert kept[row, draws[:, row]].all()
     assert set(draws[:, 0].tolist()) == set(kept[0].nonzero().squeeze(-1).tolist())
     assert kept[1].sum() > 1024 and len(set(draws[:, 1].tolist())) > 200
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_picker_probabilities_and_grouped_top_k_are_softmax_and_topk(dtype):
+    """The reused buffer gives ``softmax(logits / T)`` bitwise, at fewer rows than before too; the grouped top-k (a
+    vocabulary of 300 groups) gives torch.topk's values, ties included (bf16 logits tie often), at the right tokens."""
+    from ieta.token_picker import GROUP, TokenPicker, top_k
+
+    torch.manual_seed(0)
+    pick = TokenPicker(0.8, 0.95)
+    for rows in (5, 3):
+        logits = (torch.randn(rows, 300 * GROUP) * 3).to(dtype)
+        logits[:, 7 * GROUP + 5] += 20  # one peaked row element, in a middle group
+        probs = pick.probabilities(logits)
+        assert torch.equal(probs, (logits.float() / 0.8).softmax(-1))
+        for k in (1, 64):
+            want, got = probs.topk(k, dim=-1), top_k(probs, k)
+            assert torch.equal(got[0], want.values) and torch.equal(probs.gather(1, got[1]), got[0])
+            assert all(len(set(r)) == k for r in got[1].tolist())  # k distinct tokens
+    assert pick.buffer.shape == (5, 300 * GROUP)  # grown once, reused for the smaller step
 
 
 def test_finished_rows_leave_the_batch_without_changing_the_others():

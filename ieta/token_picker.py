@@ -1,0 +1,83 @@
+"""The next token of each row from a decode step's logits: greedy, or nucleus (top-p) sampling with HF's semantics.
+
+On CPU the probabilities go through one fp32 buffer kept across steps, softmaxed in place: a fresh ``(rows, vocab)``
+fp32 tensor per step (39 MB at 64 rows of Qwen2.5's 151936 tokens, above glibc's largest mmap threshold) is mapped
+and faulted in anew each time, which made sampling a token cost more than some decode steps' GEMMs (64 rows on an AMX
+Xeon: 42 ms a step, 12 ms with the buffer; the probabilities are bitwise the same).
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: top-p looks for the nucleus among the most likely tokens first, this many, then more (exact: a row whose
+#: candidates hold less than top_p of the mass tries the next size, and at last a full sort)
+CANDIDATES = (64, 1024)
+#: the candidates' search reads the vocabulary in groups of this many tokens: a row's k most likely tokens lie in
+#: the k groups with the largest maxima, so one max per group and a top-k over k groups' tokens replace a top-k over
+#: the vocabulary (6.5 ms at 64 rows x 151936)
+GROUP = 64
+
+
+class TokenPicker:
+    """``temperature <= 0``: greedy (argmax); else nucleus sampling at ``top_p`` (1: the whole distribution), drawn
+    with ``generator``. One per decoding loop: it keeps its buffer between steps."""
+
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator | None = None) -> None:
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+        self.buffer: torch.Tensor | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``(rows, vocab)`` -> the chosen token of each row ``(rows,)``."""
+        if self.greedy:
+            return logits.argmax(-1)
+        probs = self.probabilities(logits)
+        if self.top_p >= 1:
+            return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+        rows = torch.arange(probs.shape[0], device=probs.device)
+        for k in CANDIDATES:
+            top, idx = top_k(probs if len(rows) == len(probs) else probs[rows], k)
+            inside = top.sum(-1) >= self.top_p
+            if inside.any():
+                tokens[rows[inside]] = self._draw(top[inside], idx[inside])
+            rows = rows[~inside]
+            if not len(rows):
+                return tokens
+        tokens[rows] = self._draw(*probs[rows].sort(dim=-1, descending=True))
+        return tokens
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``softmax(logits / temperature)`` in fp32; on CPU a view of the reused buffer (valid until the next call)."""
+        if logits.device.type != "cpu":
+            return (logits.float() / self.temperature).softmax(-1)
+        rows, vocab = logits.shape
+        if self.buffer is None or self.buffer.shape[0] < rows or self.buffer.shape[1] != vocab:
+            self.buffer = torch.empty(rows, vocab, dtype=torch.float32)
+        probs = self.buffer[:rows]
+        probs.copy_(logits)
+        probs.div_(self.temperature)
+        return torch.ops.aten._softmax.out(probs, -1, False, out=probs)
+
+    def _draw(self, top: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """A token from each row's sorted candidates ``top`` (probabilities) and ``idx`` (their tokens), keeping a
+        candidate while the mass before it is below ``top_p``."""
+        top = top * ((top.cumsum(-1) - top) < self.top_p)
+        return idx.gather(-1, torch.multinomial(top, 1, generator=self.generator)).squeeze(-1)
+
+
+def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``probs.topk(k, dim=-1)`` (values sorted, largest first; which of equal values is picked may differ), for a
+    large vocabulary through the ``k`` groups of :data:`GROUP` tokens with the largest maxima."""
+    rows, vocab = probs.shape
+    if vocab % GROUP or 4 * k * GROUP > vocab:
+        return probs.topk(min(k, vocab), dim=-1)
+    groups = probs.view(rows, vocab // GROUP, GROUP)
+    best = groups.amax(-1).topk(k, dim=-1).indices  # (rows, k)
+    tokens = groups.gather(1, best[..., None].expand(rows, k, GROUP)).view(rows, k * GROUP)
+    top, at = tokens.topk(k, dim=-1)
+    return top, best.gather(1, at // GROUP) * GROUP + at % GROUP
