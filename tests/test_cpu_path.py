@@ -174,3 +174,28 @@ def test_generate_reports_the_decoders_forwards():
     steps = [count for kind, count in work if kind == "step"]
     assert sum(prefill) == sum(len(ids) - 1 for ids in tok(prompts)["input_ids"])  # no shared prefix here
     assert steps[0] == 4 and len(steps) <= 6 and all(0 < r <= 4 for r in steps)
+
+
+@pytest.mark.parametrize("compute", ["float32", "int8"])
+def test_benchmark_prints_the_roofline_the_workload_limit_and_the_gemm_floor(compute, capsys):
+    """``python -m ieta.bench sample``'s limits on a tiny model: the copy-bandwidth roofline, this workload's limit
+    from the decoder's own forwards, and the floor from its GEMMs alone at 1 and at ``batch_size`` rows."""
+    import argparse
+    import re
+
+    from ieta.bench.sample import _ours, _roofline, count_tokens
+    from ieta.prompts import stop_strings
+
+    tok = load_tokenizer("tiny")
+    model = load_model("tiny", torch.float32, "cpu", random_init=RANDOM_INIT, seed=0).eval()
+    prompts = ["def add(a, b):\n    return", "import os\nprint("]
+    args = argparse.Namespace(n=2, max_new_tokens=4, batch_size=4, quantize="int8" if compute == "int8" else "none",
+                              temperature=0.8, draft="none")
+    texts, seconds, _, work = _ours(model, tok, prompts, args)
+    generated = count_tokens(tok, texts, stop_strings("chat"))
+    _roofline(model, compute, args, generated / seconds, tok, prompts, work, generated)
+    out = capsys.readouterr().out
+    floor = re.search(r"gemm floor .*: ([\d.]+) ms at 1 row .* ([\d.]+) ms at 4 rows -> these (\d+) decode forwards", out)
+    assert floor and float(floor[1]) > 0 and float(floor[2]) > 0
+    assert int(floor[3]) == sum(kind == "step" for kind, _ in work)
+    assert "roofline" in out and "workload limit" in out and out.count("distance") == 3

@@ -15,7 +15,10 @@ and prints:
   plain batch-1 fp32 ``generate`` on that many prompts;
 - the limit of this very workload: the sampler's own forwards (prefill tokens, each decode step's rows) at the
   roofline, so that the partly empty batch at the end and the prefill are counted;
-- ratios against the strongest reference, and how far the sampler is from the roofline and the workload limit.
+- a floor from the sampler's own GEMMs: a decode step's matmuls alone, on its prepacked weights, timed at 1 row and
+  at the batch size (the weights streamed as the GEMMs read them), each of the run's decode forwards priced at its rows;
+- ratios against the strongest reference, and how far the sampler is from the roofline, the workload limit and the
+  GEMM floor.
 
 Tokens are counted alike for everyone: each completion's text up to and including its first stop string, re-tokenized.
 """
@@ -31,7 +34,7 @@ import torch
 from ieta.config import compose_config, validate
 from ieta.cpu_path import capabilities, native_bf16
 from ieta.data import load_problems
-from ieta.decode import FloatMatmul
+from ieta.decode import Decoder, FloatMatmul
 from ieta.int8 import Int8Matmul
 from ieta.models import load_model, load_tokenizer, pick_device
 from ieta.prompts import build_prompt, stop_strings
@@ -281,7 +284,43 @@ def _roofline(model, compute: str, args, ours: float, tok, prompts, work: list, 
           f"-> {limit:.0f} tokens/s for these {generated} tokens")
     print(f"distance          the sampler runs at {ours / limit:.0%} of this workload's limit (prefill and a batch that "
           f"empties at the end included)")
+    _gemm_floor(model, compute, args.batch_size, steps, prefill_s, generated, ours, weight_bytes)
     guessed, kept = (sum(c for kind, c in work if kind == name) for name in ("guessed", "kept"))
     if guessed:
         print(f"drafts            {guessed} guessed tokens run, {kept} kept ({kept / guessed:.0%}): {generated} tokens in "
               f"{len(steps)} decode forwards")
+
+
+def gemm_step(decoder: Decoder, rows: int, intermediate: int) -> float:
+    """Seconds of one decode step's GEMMs alone at ``rows`` rows (every block's q/k/v, o, gate/up and down, and the
+    LM head), through the sampler's own matmuls on its prepacked weights; the fastest of 3 after a warm-up. Each
+    weight is read once per step, so for a model larger than the caches this is a floor no decode step goes below."""
+    hidden, attn = decoder.embed.shape[1], decoder.heads * decoder.head_dim
+    x = torch.randn(rows, hidden).to(decoder.act)
+    attended = torch.randn(rows, attn).to(decoder.act)
+    mid = torch.randn(rows, intermediate).to(decoder.act)
+
+    def forward():
+        for block in decoder.blocks:
+            block.qkv(x), block.o(attended), block.gate_up(x), block.down(mid)
+        decoder.head(x)
+    return _timed(forward, 3)
+
+
+def _gemm_floor(model, compute: str, batch: int, steps: list[int], prefill_s: float, generated: int, ours: float,
+                weight_bytes: int) -> None:
+    """The workload's limit from measured GEMM steps instead of the copy bandwidth: each decode forward's GEMMs at its
+    own row count (affine between the steps measured at 1 and at ``batch`` rows), plus the prefill as above."""
+    decoder = Decoder(model, compute, capacity=1, length=2)
+    inter = model.config.intermediate_size
+    one, full = gemm_step(decoder, 1, inter), gemm_step(decoder, batch, inter)
+    del decoder
+    slope = (full - one) / max(batch - 1, 1)
+    decode_s = sum(one + (r - 1) * slope for r in steps)
+    limit = generated / (prefill_s + decode_s)
+    print(f"gemm floor        a decode step's GEMMs alone, the sampler's matmuls on its weights: {one * 1e3:.1f} ms at "
+          f"1 row ({weight_bytes / 1e9:.2f} GB at {weight_bytes / one / 1e9:.1f} GB/s), {full * 1e3:.1f} ms at {batch} "
+          f"rows -> these {len(steps)} decode forwards >= {decode_s:.1f} s, + the prefill's {prefill_s:.1f} s -> "
+          f"{limit:.0f} tokens/s")
+    print(f"distance          the sampler runs at {ours / limit:.0%} of it (the rest: attention, the elementwise ops, "
+          f"picking tokens, the prefill above its GEMM rate)")
