@@ -113,6 +113,21 @@ class FloatMatmul:
         x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
 
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """``silu(x @ W.T + b)``, oneDNN's post-op on the fp32 accumulator where the weight is prepacked."""
+        if self.packed is None:
+            return F.silu(self(x))
+        x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish", [], "")
+
+    def then(self, x: torch.Tensor, op: str, other: torch.Tensor) -> torch.Tensor:
+        """``(x @ W.T + b) <op> other`` for ``op`` ``add`` or ``mul``, fused into the GEMM where the weight is
+        prepacked (one rounding, no pass of its own over the output)."""
+        if self.packed is None:
+            return self(x) + other if op == "add" else self(x) * other
+        x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), self.packed, self.bias, op)
+
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     h = x.float()
@@ -130,7 +145,10 @@ class _Block:
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv = matmul(*_fused([attn.q_proj, attn.k_proj, attn.v_proj]))
         self.o = matmul(*_fused([attn.o_proj]))
-        self.gate_up = matmul(*_fused([mlp.gate_proj, mlp.up_proj]))
+        if matmul is Int8Matmul:
+            self.gate_up = matmul(*_fused([mlp.gate_proj, mlp.up_proj]))
+        else:  # float: the gate's silu and the product with up fused into their GEMMs
+            self.gate, self.up = matmul(*_fused([mlp.gate_proj])), matmul(*_fused([mlp.up_proj]))
         self.down = matmul(*_fused([mlp.down_proj]))
         self.norm1 = layer.input_layernorm.weight.detach().to(act)
         self.norm2 = layer.post_attention_layernorm.weight.detach().to(act)
@@ -188,50 +206,73 @@ class Decoder:
         return q, k, v.view(-1, self.kv_heads, self.head_dim)
 
     def _mlp(self, block: _Block, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        x = x + block.o(attended)
-        gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
-        return x + block.down(F.silu(gate) * up)
+        if isinstance(block.o, Int8Matmul):
+            x = x + block.o(attended)
+            gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
+            return x + block.down(F.silu(gate) * up)
+        x = block.o.then(attended, "add", x)
+        h = _rms_norm(x, block.norm2, self.eps)
+        return block.down.then(block.up.then(h, "mul", block.gate.silu(h)), "add", x)
 
     def share_prefix(self, prefix: list[int]) -> None:
         """Compute the KV cache of ``prefix`` (the tokens every prompt starts with: the chat template's system turn
         and instructions) once; each :meth:`prefill` of a prompt starting with it copies it instead."""
         if self.rows:
             raise ValueError("share_prefix comes before the first prefill")
-        self.prefill([*prefix, 0], 1)
+        self.prefill([([*prefix, 0], 1)])
         self.prefix = list(prefix)
         self.prefix_kv = self.k[:, 0, :, : len(prefix)].clone(), self.v[:, 0, :, : len(prefix)].clone()
         self.rows = 0
 
-    def prefill(self, ids: list[int], n: int) -> None:
-        """Append ``n`` rows continuing ``ids``: all tokens but the last go into the cache once (then copied to the
-        ``n`` rows); the last is each row's pending token."""
-        if self.rows + n > self.k.shape[1] or len(ids) + 1 > self.length:
+    def prefill(self, prompts: list[tuple[list[int], int]]) -> None:
+        """For each ``(ids, n)``, append ``n`` rows continuing ``ids``: all tokens but the last go into the cache once
+        (then copied to the ``n`` rows); the last is each row's pending token. The prompts' new tokens run back to
+        back in one forward (each attends to itself and the shared prefix only), so the GEMMs see them all at once."""
+        if self.rows + sum(n for _, n in prompts) > self.k.shape[1] or any(len(i) + 1 > self.length for i, _ in prompts):
             raise ValueError("the decoder's rows or length are exhausted")
-        rows, t = slice(self.rows, self.rows + n), len(ids) - 1
-        shared = len(self.prefix) if self.prefix and len(self.prefix) <= t and ids[: len(self.prefix)] == self.prefix else 0
-        if shared:
-            self.k[:, rows, :, :shared], self.v[:, rows, :, :shared] = (kv[:, None] for kv in self.prefix_kv)
-        if t > shared:
-            self.work.append(("prefill", t - shared))
-            x = self._embed(torch.tensor(ids[shared:-1], device=self.embed.device))
-            cos, sin = self.cos[shared:t, None], self.sin[shared:t, None]
-            # causal, the shared prefix visible to every new token. A short prefix: the square causal kernel over
-            # all t positions, the prefix's queries as zero rows (dropped), beats a boolean mask's slower path
-            # (421 against 584 ms per 24 layers at 30 of 900 tokens; the mask wins from about a third shared)
-            padded = shared and 3 * shared <= t
-            mask = None if not shared or padded else self.positions[:t][None, :] <= self.positions[shared:t][:, None]
-            for i, block in enumerate(self.blocks):
-                q, k, v = self._qkv(block, x, cos, sin)
-                self.k[i, rows, :, shared:t], self.v[i, rows, :, shared:t] = k.transpose(0, 1), v.transpose(0, 1)
-                if i == len(self.blocks) - 1:
-                    break  # the last block's outputs at prompt positions feed nothing: only its K and V are kept
-                keys, values = self.k[i, rows.start, :, :t][None], self.v[i, rows.start, :, :t][None]
-                queries = F.pad(q.transpose(0, 1), (0, 0, shared if padded else 0, 0))[None]
-                attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
-                                                          scale=self.scaling, enable_gqa=True)[0, :, -(t - shared):]
-                x = self._mlp(block, x, attended.transpose(0, 1).reshape(t - shared, -1))
-        self.pos[rows], self.last[rows] = t, ids[-1]
-        self.rows += n
+        parts, tokens, positions = [], [], []  # parts: (rows, shared, t, offset of its tokens)
+        for ids, n in prompts:
+            rows, t = slice(self.rows, self.rows + n), len(ids) - 1
+            shared = len(self.prefix) if self.prefix and len(self.prefix) <= t and ids[: len(self.prefix)] == self.prefix else 0
+            if shared:
+                self.k[:, rows, :, :shared], self.v[:, rows, :, :shared] = (kv[:, None] for kv in self.prefix_kv)
+            if t > shared:
+                self.work.append(("prefill", t - shared))
+                parts.append((rows, shared, t, len(tokens)))
+                tokens += ids[shared:-1]
+                positions.append(self.positions[shared:t])
+            self.pos[rows], self.last[rows] = t, ids[-1]
+            self.rows += n
+        if not parts:
+            return
+        x = self._embed(torch.tensor(tokens, device=self.embed.device))
+        at = torch.cat(positions)
+        cos, sin = self.cos[at, None], self.sin[at, None]
+        for i, block in enumerate(self.blocks):
+            q, k, v = self._qkv(block, x, cos, sin)
+            last = i == len(self.blocks) - 1  # its outputs at prompt positions feed nothing: only its K and V are kept
+            attended = []
+            for rows, shared, t, offset in parts:
+                new = slice(offset, offset + t - shared)
+                self.k[i, rows, :, shared:t], self.v[i, rows, :, shared:t] = k[new].transpose(0, 1), v[new].transpose(0, 1)
+                if not last:
+                    attended.append(self._prompt_attention(i, rows.start, shared, t, q[new]))
+            if last:
+                break
+            x = self._mlp(block, x, torch.cat(attended) if len(attended) > 1 else attended[0])
+
+    def _prompt_attention(self, layer: int, row: int, shared: int, t: int, q: torch.Tensor) -> torch.Tensor:
+        """Causal attention of one prompt's new tokens (positions ``shared..t-1``, queries ``q``) over its cached row,
+        the shared prefix visible to every new token. A short prefix: the square causal kernel over all ``t``
+        positions, the prefix's queries as zero rows (dropped), beats a boolean mask's slower path (421 against 584 ms
+        per 24 layers at 30 of 900 tokens; the mask wins from about a third shared)."""
+        padded = shared and 3 * shared <= t
+        mask = None if not shared or padded else self.positions[:t][None, :] <= self.positions[shared:t][:, None]
+        keys, values = self.k[layer, row, :, :t][None], self.v[layer, row, :, :t][None]
+        queries = F.pad(q.transpose(0, 1), (0, 0, shared if padded else 0, 0))[None]
+        attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
+                                                  scale=self.scaling, enable_gqa=True)[0, :, -(t - shared):]
+        return attended.transpose(0, 1).reshape(t - shared, -1)
 
     def step(self, drafts: torch.Tensor | None = None) -> torch.Tensor:
         """Run every live row's pending token; returns the next-token logits ``(rows, vocab)``. The caller sets

@@ -90,8 +90,8 @@ class _DecoderBatch:
         self.seen: dict[int, list[float]] = {}
 
     def admit(self, prompts: list[str], slots: list[int], n: int) -> None:
+        self.decoder.prefill([(self.ids[prompt], n) for prompt in prompts])
         for i, prompt in enumerate(prompts):
-            self.decoder.prefill(self.ids[prompt], n)
             for slot in slots[i * n : (i + 1) * n]:
                 self.prompt_of[slot] = self.ids[prompt]
         self.slots += slots

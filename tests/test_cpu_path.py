@@ -40,7 +40,7 @@ def _decoder_logits(model, compute: str, prompts: list[list[int]], extra: list[i
     first step (the last row moves into its place) and return each row's logits per step."""
     decoder = Decoder(model, compute, capacity=2 * len(prompts), length=64)
     for ids in prompts:
-        decoder.prefill(ids, 2)
+        decoder.prefill([(ids, 2)])
     steps, order = [], list(range(decoder.rows))
     for j, token in enumerate(extra):
         logits = decoder.step().float()
@@ -82,13 +82,13 @@ def test_decoder_folds_an_active_lora_adapter_in():
                                               init_lora_weights=False)).eval()
     ids = _prompt_ids(tok)[0]
     decoder = Decoder(policy, "float32", capacity=1, length=32)
-    decoder.prefill(ids, 1)
+    decoder.prefill([(ids, 1)])
     got = decoder.step()[0]
     assert torch.allclose(got, _reference_logits(policy, ids), atol=1e-4)
     with policy.disable_adapter():
         assert not torch.allclose(got, _reference_logits(policy, ids), atol=1e-2)  # the adapter really mattered
         plain = Decoder(policy, "float32", capacity=1, length=32)
-        plain.prefill(ids, 1)
+        plain.prefill([(ids, 1)])
         assert torch.allclose(plain.step()[0], _reference_logits(policy, ids), atol=1e-4)
 
 
@@ -137,7 +137,7 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits()
         if share:
             decoder.share_prefix(prefix)
         for ids in prompts:
-            decoder.prefill(ids, 2)
+            decoder.prefill([(ids, 2)])
         logits.append(decoder.step())
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
     assert torch.allclose(logits[1][2], _reference_logits(model, prompts[1]), atol=1e-4)

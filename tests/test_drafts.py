@@ -41,7 +41,7 @@ def test_a_step_with_drafts_gives_the_logits_of_feeding_the_tokens_one_by_one():
     plain, fast = Decoder(model, "float32", 3, 40), Decoder(model, "float32", 3, 40)
     for d in (plain, fast):
         for ids in prompts:
-            d.prefill(ids, 1)
+            d.prefill([(ids, 1)])
         d.last[:3] = tokens[:, 0]
     drafted = fast.step(tokens[:, 1:4])
     assert drafted.shape[:2] == (3, 4) and torch.equal(fast.pos[:3], plain.pos[:3])  # positions do not advance
@@ -57,7 +57,7 @@ def test_a_step_with_drafts_gives_the_logits_of_feeding_the_tokens_one_by_one():
     again = fast.step()
     for r in range(3):  # a fresh decoder fed row r's prompt and its kept tokens one by one
         one = Decoder(model, "float32", 1, 40)
-        one.prefill(prompts[r], 1)
+        one.prefill([(prompts[r], 1)])
         one.last[0] = tokens[r, 0]
         for t in tokens[r, 1 : keep[r] + 2]:
             one.step()
@@ -107,7 +107,7 @@ def test_guesses_past_the_cache_end_of_a_row_near_its_limit_spill_into_the_last_
     tight, roomy = Decoder(model, "float32", 2, longest + 2), Decoder(model, "float32", 2, longest + 8)
     for d in (tight, roomy):
         for ids in prompts:
-            d.prefill(ids, 1)
+            d.prefill([(ids, 1)])
     guesses = torch.tensor([[11, 12, 13, 14], [21, 22, 23, 24]])  # row 0 at the cache's end has no room for them
     got = tight.step(guesses)
     want = roomy.step(guesses)
