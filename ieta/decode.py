@@ -107,26 +107,27 @@ class FloatMatmul:
         if self.packed is not None:
             self.weight = None  # the packed copy is the one used
 
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the contiguous 2-D input in the packed weight's dtype that oneDNN's linear ops take."""
+        return x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None:
             return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
-        x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
+        return torch.ops.mkldnn._linear_pointwise(self._rows(x), self.packed, self.bias, "none", [None], "")
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """``silu(x @ W.T + b)``, oneDNN's post-op on the fp32 accumulator where the weight is prepacked."""
         if self.packed is None:
             return F.silu(self(x))
-        x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish", [], "")
+        return torch.ops.mkldnn._linear_pointwise(self._rows(x), self.packed, self.bias, "swish", [], "")
 
     def then(self, x: torch.Tensor, op: str, other: torch.Tensor) -> torch.Tensor:
         """``(x @ W.T + b) <op> other`` for ``op`` ``add`` or ``mul``, fused into the GEMM where the weight is
         prepacked (one rounding, no pass of its own over the output)."""
         if self.packed is None:
             return self(x) + other if op == "add" else self(x) * other
-        x = x.to(self.packed.dtype).reshape(-1, x.shape[-1]).contiguous()
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), self.packed, self.bias, op)
+        return torch.ops.mkldnn._linear_pointwise.binary(self._rows(x), other.contiguous(), self.packed, self.bias, op)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -145,10 +146,13 @@ class _Block:
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv = matmul(*_fused([attn.q_proj, attn.k_proj, attn.v_proj]))
         self.o = matmul(*_fused([attn.o_proj]))
-        if matmul is Int8Matmul:
-            self.gate_up = matmul(*_fused([mlp.gate_proj, mlp.up_proj]))
-        else:  # float: the gate's silu and the product with up fused into their GEMMs
+        #: float matmuls take oneDNN post-ops: the gate's silu, the product with up and the residual adds fused
+        #: into their GEMMs (int8: one gate/up GEMM, the rest as separate ops)
+        self.post_ops = matmul is not Int8Matmul
+        if self.post_ops:
             self.gate, self.up = matmul(*_fused([mlp.gate_proj])), matmul(*_fused([mlp.up_proj]))
+        else:
+            self.gate_up = matmul(*_fused([mlp.gate_proj, mlp.up_proj]))
         self.down = matmul(*_fused([mlp.down_proj]))
         self.norm1 = layer.input_layernorm.weight.detach().to(act)
         self.norm2 = layer.post_attention_layernorm.weight.detach().to(act)
@@ -206,13 +210,13 @@ class Decoder:
         return q, k, v.view(-1, self.kv_heads, self.head_dim)
 
     def _mlp(self, block: _Block, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        if isinstance(block.o, Int8Matmul):
-            x = x + block.o(attended)
-            gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
-            return x + block.down(F.silu(gate) * up)
-        x = block.o.then(attended, "add", x)
-        h = _rms_norm(x, block.norm2, self.eps)
-        return block.down.then(block.up.then(h, "mul", block.gate.silu(h)), "add", x)
+        if block.post_ops:
+            x = block.o.then(attended, "add", x)
+            h = _rms_norm(x, block.norm2, self.eps)
+            return block.down.then(block.up.then(h, "mul", block.gate.silu(h)), "add", x)
+        x = x + block.o(attended)
+        gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
+        return x + block.down(F.silu(gate) * up)
 
     def share_prefix(self, prefix: list[int]) -> None:
         """Compute the KV cache of ``prefix`` (the tokens every prompt starts with: the chat template's system turn

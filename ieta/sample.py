@@ -29,7 +29,7 @@ from ieta.token_picker import TokenPicker
 
 #: spare KV-cache columns allocated at once (a copy of the cache every this many steps, not every step)
 _CACHE_ROOM = 128
-#: most prompts prefilled in one forward (they are sorted by length, so a group pads little)
+#: most prompts prefilled in one forward (their new tokens back to back, unpadded)
 _PREFILL_GROUP = 8
 
 

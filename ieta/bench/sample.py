@@ -303,10 +303,10 @@ def gemm_step(decoder: Decoder, rows: int, intermediate: int) -> float:
     def forward():
         for block in decoder.blocks:
             block.qkv(x), block.o(attended), block.down(mid)
-            if hasattr(block, "gate_up"):
-                block.gate_up(x)
-            else:
+            if block.post_ops:
                 block.gate(x), block.up(x)
+            else:
+                block.gate_up(x)
         decoder.head(x)
     return _timed(forward, 3)
 
