@@ -278,19 +278,22 @@ class Decoder:
                                                   scale=self.scaling, enable_gqa=True)[0, :, -(t - shared):]
         return attended.transpose(0, 1).reshape(t - shared, -1)
 
-    def step(self, drafts: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, drafts: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Run every live row's pending token; returns the next-token logits ``(rows, vocab)``. The caller sets
         ``last`` to the chosen tokens (positions advance here).
 
         ``drafts`` ``(rows, k)``: guessed tokens after each row's pending one, run in the same forward; returns the
         logits after each of the ``k + 1`` tokens, ``(rows, k + 1, vocab)``. Their K and V are written at the next
         ``k`` positions, which do not advance: the caller keeps the guesses it accepts with :meth:`advance` (a
-        rejected guess's K and V are overwritten before any query can see them)."""
+        rejected guess's K and V are overwritten before any query can see them). ``lengths`` ``(rows,)``: how many
+        of each row's guesses are real; only those run through the GEMMs (the logits after the others are zero)."""
         b, group = self.rows, self.heads // self.kv_heads
         k = 0 if drafts is None else drafts.shape[1]
-        self.work.append(("step", b * (k + 1)))
         pos, rows = self.pos[:b], torch.arange(b, device=self.pos.device)
         tokens = self.last[:b, None] if drafts is None else torch.cat([self.last[:b, None], drafts], 1)
+        # the flat (row, token) positions that run: all, or each row's pending token and its real guesses
+        run = None if lengths is None else (torch.arange(k + 1, device=pos.device) <= lengths[:, None]).flatten().nonzero()[:, 0]
+        self.work.append(("step", b * (k + 1) if run is None else len(run)))
         # (rows, k + 1); a padding guess past the cache writes its last column, which no real token reaches
         qpos = (pos[:, None] + torch.arange(k + 1, device=pos.device)).clamp(max=self.length - 1)
         span = int(qpos.max()) + 1
@@ -298,23 +301,30 @@ class Decoder:
         mask = self.positions[:span] <= qpos[:, None, :, None]  # (rows, 1, k + 1, span)
         if k:
             mask = mask.expand(b, group, k + 1, span).reshape(b, 1, group * (k + 1), span)
-        cos, sin = self.cos[qpos.flatten()][:, None], self.sin[qpos.flatten()][:, None]
-        x = self._embed(tokens.flatten())
-        at_rows, at_pos = rows.repeat_interleave(k + 1), qpos.flatten()
+        at_rows, at_pos, tokens = rows.repeat_interleave(k + 1), qpos.flatten(), tokens.flatten()
+        if run is not None:
+            at_rows, at_pos, tokens = at_rows[run], at_pos[run], tokens[run]
+        cos, sin = self.cos[at_pos][:, None], self.sin[at_pos][:, None]
+        x = self._embed(tokens)
         for i, block in enumerate(self.blocks):
             q, k_new, v = self._qkv(block, x, cos, sin)
             keys, values = self.k[i], self.v[i]
             keys[at_rows, :, at_pos], values[at_rows, :, at_pos] = k_new, v
+            if run is not None:  # attention takes every row's k + 1 queries: the padding ones as zeros, dropped
+                q = q.new_zeros(b * (k + 1), *q.shape[1:]).index_copy_(0, run, q)
             q = q.view(b, k + 1, self.kv_heads, group, self.head_dim).permute(0, 2, 3, 1, 4)
             attended = F.scaled_dot_product_attention(
                 q.reshape(b, self.kv_heads, group * (k + 1), self.head_dim), keys[:b, :, :span], values[:b, :, :span],
                 attn_mask=mask, scale=self.scaling)
             attended = attended.view(b, self.kv_heads, group, k + 1, self.head_dim).permute(0, 3, 1, 2, 4)
-            x = self._mlp(block, x, attended.reshape(b * (k + 1), -1))
+            attended = attended.reshape(b * (k + 1), -1)
+            x = self._mlp(block, x, attended if run is None else attended[run])
         logits = self.head(_rms_norm(x, self.norm, self.eps))
         if drafts is None:
             self.pos[:b] += 1
             return logits
+        if run is not None:
+            logits = logits.new_zeros(b * (k + 1), logits.shape[-1]).index_copy_(0, run, logits)
         return logits.view(b, k + 1, -1)
 
     def advance(self, accepted: torch.Tensor) -> None:

@@ -1,11 +1,12 @@
-"""Draft tokens for speculative greedy decoding, guessed from a row's own context (prompt lookup).
+"""Draft tokens for speculative decoding, guessed from a row's own context (prompt lookup).
 
 A revision turn rewrites a function that its prompt already holds (the earlier attempt), and code repeats its own
 names, so a row's next tokens are often the tokens that followed the last time its latest few tokens occurred. The
 decoder runs those guesses in the same forward as the row's pending token (``ieta.decode.Decoder.step(drafts)``),
-and greedy decoding keeps the guesses that equal its own argmax: the tokens are the ones plain greedy decoding
-picks, several per forward where the guesses hold. At a few rows a decode step is bound by reading the weights, so
-the extra positions cost little.
+and the token picker keeps those it accepts (:meth:`ieta.token_picker.TokenPicker.verify`): greedy decoding the
+guesses equal to its own argmax, so the tokens are the ones plain greedy decoding picks; sampling each guess with its
+probability, then a draw from the rest, so the samples keep their distribution. At a few rows a decode step is bound
+by reading the weights, so the extra positions cost little.
 """
 
 from __future__ import annotations

@@ -78,8 +78,9 @@ class _Stops:
 class _DecoderBatch:
     """Rows decoding together through :class:`ieta.decode.Decoder`; ``slots`` says which output each row writes to.
 
-    ``draft`` (:data:`ieta.drafts.DRAFTS`): greedy steps at few rows also run the tokens it guesses for each row
-    and keep those greedy decoding picks itself (the same tokens, several per forward where the guesses hold)."""
+    ``draft`` (:data:`ieta.drafts.DRAFTS`): steps at few rows also run the tokens it guesses for each row and keep
+    those the picker accepts (:meth:`ieta.token_picker.TokenPicker.verify`: greedy, the tokens it picks itself;
+    sampling, exact speculative sampling), several tokens per forward where the guesses hold."""
 
     def __init__(self, decoder: Decoder, ids: dict, stops: _Stops, eos, draft=None) -> None:
         self.decoder, self.ids, self.stopped, self.eos, self.draft = decoder, ids, stops, eos, draft
@@ -97,9 +98,9 @@ class _DecoderBatch:
         self.slots += slots
 
     def step(self, out: list[list[int]], pick: TokenPicker, limit: int) -> list[int]:
-        drafts = self._drafts(out, limit) if pick.greedy and self.draft is not None else None
+        drafts = self._drafts(out, limit) if self.draft is not None else None
         if drafts is not None:
-            done = self._verify(out, drafts, limit)
+            done = self._verify(out, pick, drafts, limit)
         else:
             token = pick(self.decoder.step())
             done = _record(out, self.slots, [[t] for t in token.tolist()], self.eos, limit, self.stopped)
@@ -119,23 +120,26 @@ class _DecoderBatch:
             seen = self.seen.setdefault(slot, [0.0, 0.0])
             seen[0], seen[1] = seen[0] * _FADE, seen[1] * _FADE
             p.append((seen[1] + 1) / (seen[0] + 2))
-        if _gain(p, [_DRAFT_MAX] * len(p)) is None:  # even full guesses for every row would not pay
+        # a guess kept with chance q pays only where q beats a plain step's tokens per unit of cost
+        plain = len(p) / (_STEP_FIXED + len(p))
+        worth = [q > plain for q in p]
+        if not any(worth) or _gain(p, [_DRAFT_MAX * w for w in worth]) is None:  # even full guesses would not pay
             return None
-        drafts = [self.draft(self.prompt_of[s] + out[s], min(_DRAFT_MAX, limit - len(out[s]) - 1)) for s in self.slots]
+        drafts = [self.draft(self.prompt_of[s] + out[s], min(_DRAFT_MAX, limit - len(out[s]) - 1)) if w else []
+                  for s, w in zip(self.slots, worth)]
         width = _gain(p, [len(d) for d in drafts])
         return None if width is None else [d[:width] for d in drafts]
 
-    def _verify(self, out: list[list[int]], drafts: list[list[int]], limit: int) -> torch.Tensor:
-        """One forward over every row's pending token and guesses; records the guesses equal to the greedy choice
-        up to the first that is not, then that choice. Returns which rows are done."""
+    def _verify(self, out: list[list[int]], pick: TokenPicker, drafts: list[list[int]], limit: int) -> torch.Tensor:
+        """One forward over every row's pending token and guesses; records the guesses ``pick`` keeps
+        (:meth:`ieta.token_picker.TokenPicker.verify`), then the token it picks after them. Returns which rows are
+        done."""
         b, width = len(drafts), max(len(d) for d in drafts)
         guess = torch.zeros(b, width, dtype=torch.long, device=self.decoder.last.device)
         real = torch.zeros(b, width, dtype=torch.bool, device=guess.device)
         for r, d in enumerate(drafts):
             guess[r, : len(d)], real[r, : len(d)] = torch.tensor(d, dtype=torch.long), True
-        choice = self.decoder.step(guess).argmax(-1)  # (rows, width + 1): greedy after each token
-        accepted = ((choice[:, :width] == guess) & real).int().cumprod(1).sum(1)
-        following = choice.gather(1, accepted[:, None]).squeeze(1)
+        accepted, following = pick.verify(self.decoder.step(guess, real.sum(1)), guess, real)
         kept = accepted.tolist()
         self.drafted, self.kept = self.drafted + sum(map(len, drafts)), self.kept + sum(kept)
         for slot, m, d in zip(self.slots, kept, drafts):
@@ -242,12 +246,12 @@ class _Batch:
 
 #: a prefix shared by every prompt is prefilled once when at least this many tokens long
 _SHARED_PREFIX = 16
-#: most guesses per row in one speculative greedy step
+#: most guesses per row in one speculative step
 _DRAFT_MAX = 8
 #: a decode forward over ``t`` tokens costs about ``_STEP_FIXED + t`` token-units: reading the weights is the fixed
-#: part (measured on a 2-core AVX512-BF16 EPYC, bf16: 71 ms at 8 tokens, 98 at 16, 160 at 32, 274 at 64, i.e.
-#: ~45 ms + 3.6 ms per token)
-_STEP_FIXED = 12
+#: part (measured on a 2-core AVX512-BF16 EPYC, bf16, 300 tokens of context: 30 ms at 1 token, 35 at 4, 41 at 8, 51
+#: at 16, 78 at 32, i.e. ~30 ms + 1.3-1.5 ms per token; on an AMX Xeon the fixed part weighs more)
+_STEP_FIXED = 20
 #: per decode step, the weight left to a row's acceptance seen so far
 _FADE = 0.9
 
@@ -261,7 +265,7 @@ def _gain(p: list[float], lengths: list[int]) -> int | None:
     for k in range(1, max(lengths, default=0) + 1):
         # p < 1 (the prior keeps it so): the expected kept guesses of n are p + p^2 + ... + p^n
         expected = sum(1 + q * (1 - q ** min(k, n)) / (1 - q) for q, n in zip(p, lengths))
-        rate = expected / (_STEP_FIXED + rows * (k + 1))
+        rate = expected / (_STEP_FIXED + rows + sum(min(k, n) for n in lengths))  # only real guesses run
         if rate > best:
             best, width = rate, k
     return width
@@ -301,7 +305,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: f
     same samples. ``quantize``: ``sampler.quantize`` (see :func:`sampling_path`). The model is left in eval mode.
     ``work``: a list that receives :attr:`ieta.decode.Decoder.work` and the draft tokens ``("guessed", n)`` and
     ``("kept", n)`` (left empty on the model-forward path).
-    ``draft``: ``sampler.draft``, the guesses greedy decoding checks several at a time (:mod:`ieta.drafts`)."""
+    ``draft``: ``sampler.draft``, the guesses decoding checks several at a time (:mod:`ieta.drafts`)."""
     model.eval()
     compute, _ = sampling_path(model, quantize)
     tokenizer.padding_side = "left"

@@ -63,11 +63,76 @@ class TokenPicker:
         probs.div_(self.temperature)
         return torch.ops.aten._softmax.out(probs, -1, False, out=probs)
 
+    def verify(self, logits: torch.Tensor, guess: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Speculative decoding's check of guessed tokens, exact: the tokens kept are distributed as this picker's own
+        picks, one forward at a time, would be.
+
+        ``logits`` ``(rows, k + 1, vocab)``: after each row's pending token and after each of its ``k`` guesses
+        ``guess`` ``(rows, k)`` (``real``: which are guesses, a prefix of each row; logits after a padding guess are
+        not read). Returns ``(accepted, following)``:
+        how many guesses each row keeps, and the token after them. Greedy keeps a guess equal to the argmax. Sampling
+        keeps guess ``j`` with its probability under the picker's distribution after the tokens before it (the draft
+        is one token for sure, so ``min(1, p / q)`` is ``p``) and, at the first guess not kept, draws from that
+        distribution without the guess, renormalised (the residual ``max(0, p - q)``); after the last kept guess it
+        draws from the distribution there."""
+        rows, width = guess.shape
+        if self.greedy:
+            choice = logits.argmax(-1)
+            accepted = ((choice[:, :width] == guess) & real).int().cumprod(1).sum(1)
+            return accepted, choice.gather(1, accepted[:, None]).squeeze(1)
+        # the token each position's distribution is asked about: the guess after it, -1 past a row's guesses
+        target = torch.full((rows, width + 1), -1, dtype=torch.long, device=guess.device)
+        target[:, :width] = torch.where(real, guess, -1)
+        target = target.flatten()
+        # positions after a row's last guess are padding: no distribution of theirs is needed
+        live = (torch.arange(width + 1, device=guess.device) <= real.sum(1, keepdim=True)).flatten().nonzero()[:, 0]
+        nuclei = [(live[at], weights, tokens) for at, weights, tokens in
+                  self._nuclei(self.probabilities(logits.reshape(rows * (width + 1), -1)[live]))]
+        chance = torch.zeros(rows * (width + 1), dtype=torch.float32, device=guess.device)
+        for at, weights, tokens in nuclei:
+            hit = tokens == target[at, None]
+            chance[at] = (weights * hit).sum(-1) / weights.sum(-1)
+        kept = torch.rand(rows, width, generator=self.generator, device=guess.device) < chance.view(rows, -1)[:, :width]
+        accepted = (kept & real).int().cumprod(1).sum(1)
+        stop = torch.arange(rows, device=guess.device) * (width + 1) + accepted  # where each row draws its next token
+        following = torch.empty(rows, dtype=torch.long, device=guess.device)
+        for at, weights, tokens in nuclei:
+            mine = torch.isin(at, stop)
+            if not mine.any():
+                continue
+            weights, tokens, at = weights[mine], tokens[mine], at[mine]
+            weights = weights * (tokens != target[at, None])  # the rejected guess (none where every guess was kept)
+            drawn = tokens.gather(-1, torch.multinomial(weights, 1, generator=self.generator)).squeeze(-1)
+            following[torch.div(at, width + 1, rounding_mode="floor")] = drawn
+        return accepted, following
+
+    def _nuclei(self, probs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each row's nucleus, in groups ``(rows, weights, tokens)``: the candidates' probabilities (zero outside
+        the nucleus, unnormalised) and their token ids, as :meth:`__call__` finds them."""
+        every = torch.arange(probs.shape[0], device=probs.device)
+        if self.top_p >= 1:
+            return [(every, probs, torch.arange(probs.shape[1], device=probs.device).expand_as(probs))]
+        groups, rows = [], every
+        for k in CANDIDATES:
+            top, idx = top_k(probs[rows], k)
+            inside = top.sum(-1) >= self.top_p
+            if inside.any():
+                groups.append((rows[inside], self._nucleus(top[inside]), idx[inside]))
+            rows = rows[~inside]
+            if not len(rows):
+                return groups
+        top, idx = probs[rows].sort(dim=-1, descending=True)
+        return groups + [(rows, self._nucleus(top), idx)]
+
+    def _nucleus(self, top: torch.Tensor) -> torch.Tensor:
+        """Sorted candidates' probabilities with those outside the nucleus zeroed: a candidate stays while the mass
+        before it is below ``top_p``."""
+        return top * ((top.cumsum(-1) - top) < self.top_p)
+
     def _draw(self, top: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """A token from each row's sorted candidates ``top`` (probabilities) and ``idx`` (their tokens), keeping a
         candidate while the mass before it is below ``top_p``."""
-        top = top * ((top.cumsum(-1) - top) < self.top_p)
-        return idx.gather(-1, torch.multinomial(top, 1, generator=self.generator)).squeeze(-1)
+        return idx.gather(-1, torch.multinomial(self._nucleus(top), 1, generator=self.generator)).squeeze(-1)
 
 
 def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,3 +199,20 @@ def test_benchmark_prints_the_roofline_the_workload_limit_and_the_gemm_floor(com
     assert floor and float(floor[1]) > 0 and float(floor[2]) > 0
     assert int(floor[3]) == sum(kind == "step" for kind, _ in work)
     assert "roofline" in out and "workload limit" in out and out.count("distance") == 3
+
+
+def test_benchmark_revision_prompts_hold_a_failing_attempt_and_ask_again():
+    """``--workload revision``: each prompt is the chat of a first attempt from the shipped pairs (its rejected
+    completion, fence closed once) and a request to write the function again, ending in the function's prefill."""
+    from ieta.bench.sample import PAIRS, workload_prompts
+    from ieta.io import read_jsonl
+
+    tok = load_tokenizer("embedded")
+    pairs = read_jsonl(PAIRS)
+    prompts = workload_prompts("revision", 3, tok)
+    first = workload_prompts("first", 3, tok)
+    assert len(prompts) == 3 and prompts != first
+    for prompt, pair in zip(prompts, pairs):
+        attempt = pair["rejected"].removesuffix("```").rstrip()
+        assert attempt.splitlines()[-1] in prompt and "``````" not in prompt
+        assert prompt.rstrip().endswith('"""') and "again" in prompt

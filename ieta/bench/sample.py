@@ -1,9 +1,11 @@
 """Sampling throughput: IETA's sampler against Hugging Face's generators and the machine's limit, in the same run.
 
 ``python -m ieta.bench sample [--problems 16] [--n 4] [--max-new-tokens 128] [--batch-size 64] [--quantize auto]
-[--temperature 0.8] [--draft prompt_lookup]`` samples ``n`` completions for each of the first ``problems`` HumanEval
-prompts (chat format, the pipeline's stop strings, top-p 0.95; ``--temperature 0``: greedy, where ``--draft`` applies)
-and prints:
+[--temperature 0.8] [--draft prompt_lookup] [--workload first]`` samples ``n`` completions for each of the first
+``problems`` HumanEval prompts (chat format, the pipeline's stop strings, top-p 0.95; ``--temperature 0``: greedy;
+``--draft``: sampler.draft). ``--workload revision`` takes revision prompts instead, as a second turn sees them: each
+holds one of the failing T=0.8 attempts in ``ieta/bench/dpo_pairs.jsonl`` (the embedded model's, on the first 20
+HumanEval problems) and asks for a corrected function (feedback ``none``: no execution is needed). It prints:
 
 - the path the sampler chose (arithmetic, ISA, decoder) and why;
 - a roofline for this machine: memory bandwidth (a large tensor copy) against the bytes a decode step reads
@@ -31,13 +33,16 @@ import time
 
 import torch
 
+from ieta.bench.train import PAIRS
 from ieta.config import compose_config, validate
 from ieta.cpu_path import capabilities, native_bf16
 from ieta.data import load_problems
 from ieta.decode import Decoder, FloatMatmul
 from ieta.int8 import Int8Matmul
 from ieta.models import load_model, load_tokenizer, pick_device
-from ieta.prompts import build_prompt, stop_strings
+from ieta.io import read_jsonl
+from ieta.prompts import build_prompt, extract_completion, stop_strings
+from ieta.repair import build_revision_prompt
 from ieta.sample import generate, sampling_path, uses_decoder
 
 TOP_P = 0.95
@@ -168,6 +173,16 @@ def _print_path(model, quantize: str) -> str:
     return compute
 
 
+def workload_prompts(workload: str, problems: int, tok) -> list[str]:
+    """The bench's prompts: the first ``problems`` HumanEval prompts (``first``), or up to ``problems`` revision
+    prompts of the failing attempts in ``ieta/bench/dpo_pairs.jsonl`` (``revision``, the order of the file)."""
+    if workload == "first":
+        return [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=problems)]
+    tasks = {p.task_id: p for p in load_problems("humaneval", limit=40)}
+    return [build_revision_prompt(tasks[r["task_id"]], [(extract_completion(r["rejected"], "chat"), "")], tok, "chat", "none")
+            for r in read_jsonl(PAIRS)[:problems]]
+
+
 def _random_init(args) -> dict | None:
     return {"shape": args.shape} if args.shape else None
 
@@ -183,7 +198,9 @@ def main(argv: list[str]) -> int:
                     help="the sampler's arithmetic; see sampler.quantize")
     ap.add_argument("--temperature", type=float, default=0.8, help="0: greedy (everyone)")
     ap.add_argument("--draft", default=defaults.draft, choices=["prompt_lookup", "none"],
-                    help="guesses greedy decoding checks several per forward; see sampler.draft")
+                    help="guesses decoding checks several per forward; see sampler.draft")
+    ap.add_argument("--workload", default="first", choices=["first", "revision"],
+                    help="first attempts, or revision prompts holding a failing attempt")
     ap.add_argument("--references", default="hf,cb", help="comma-separated: hf (batched generate), cb "
                     "(generate_batch); empty for none")
     ap.add_argument("--plain", type=int, default=0, help="also plain batch-1 fp32 generate on this many prompts")
@@ -194,11 +211,11 @@ def main(argv: list[str]) -> int:
     if args.shape:  # load_model(args.model, ...) below builds it: random weights, the embedded tokenizer
         args.model = "tiny"
     tok = load_tokenizer(args.model)
-    prompts = [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=args.problems)]
+    prompts = workload_prompts(args.workload, args.problems, tok)
     stops = stop_strings("chat")
     device, dtype = pick_device()
     model = load_model(args.model, dtype, device, random_init=_random_init(args)).eval()
-    print(f"workload          {len(prompts)} prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
+    print(f"workload          {len(prompts)} {args.workload} prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
           f"{torch.get_num_threads()} threads")
     compute = _print_path(model, args.quantize)
 
