@@ -35,20 +35,9 @@ class TokenPicker:
         """``logits`` ``(rows, vocab)`` -> the chosen token of each row ``(rows,)``."""
         if self.greedy:
             return logits.argmax(-1)
-        probs = self.probabilities(logits)
-        if self.top_p >= 1:
-            return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-        tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-        rows = torch.arange(probs.shape[0], device=probs.device)
-        for k in CANDIDATES:
-            top, idx = top_k(probs if len(rows) == len(probs) else probs[rows], k)
-            inside = top.sum(-1) >= self.top_p
-            if inside.any():
-                tokens[rows[inside]] = self._draw(top[inside], idx[inside])
-            rows = rows[~inside]
-            if not len(rows):
-                return tokens
-        tokens[rows] = self._draw(*probs[rows].sort(dim=-1, descending=True))
+        tokens = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        for rows, weights, candidates in self._nuclei(self.probabilities(logits)):
+            tokens[rows] = self._draw(weights, candidates)
         return tokens
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -102,19 +91,18 @@ class TokenPicker:
                 continue
             weights, tokens, at = weights[mine], tokens[mine], at[mine]
             weights = weights * (tokens != target[at, None])  # the rejected guess (none where every guess was kept)
-            drawn = tokens.gather(-1, torch.multinomial(weights, 1, generator=self.generator)).squeeze(-1)
-            following[torch.div(at, width + 1, rounding_mode="floor")] = drawn
+            following[torch.div(at, width + 1, rounding_mode="floor")] = self._draw(weights, tokens)
         return accepted, following
 
     def _nuclei(self, probs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Each row's nucleus, in groups ``(rows, weights, tokens)``: the candidates' probabilities (zero outside
-        the nucleus, unnormalised) and their token ids, as :meth:`__call__` finds them."""
+        the nucleus, unnormalised) and their token ids; top-p looks among the :data:`CANDIDATES` first, then sorts."""
         every = torch.arange(probs.shape[0], device=probs.device)
         if self.top_p >= 1:
             return [(every, probs, torch.arange(probs.shape[1], device=probs.device).expand_as(probs))]
         groups, rows = [], every
         for k in CANDIDATES:
-            top, idx = top_k(probs[rows], k)
+            top, idx = top_k(probs if len(rows) == len(probs) else probs[rows], k)  # no copy of the whole buffer
             inside = top.sum(-1) >= self.top_p
             if inside.any():
                 groups.append((rows[inside], self._nucleus(top[inside]), idx[inside]))
@@ -129,10 +117,9 @@ class TokenPicker:
         before it is below ``top_p``."""
         return top * ((top.cumsum(-1) - top) < self.top_p)
 
-    def _draw(self, top: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """A token from each row's sorted candidates ``top`` (probabilities) and ``idx`` (their tokens), keeping a
-        candidate while the mass before it is below ``top_p``."""
-        return idx.gather(-1, torch.multinomial(self._nucleus(top), 1, generator=self.generator)).squeeze(-1)
+    def _draw(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """A token from each row's candidates ``tokens``, drawn in proportion to ``weights``."""
+        return tokens.gather(-1, torch.multinomial(weights, 1, generator=self.generator)).squeeze(-1)
 
 
 def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

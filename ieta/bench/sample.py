@@ -178,7 +178,7 @@ def workload_prompts(workload: str, problems: int, tok) -> list[str]:
     prompts of the failing attempts in ``ieta/bench/dpo_pairs.jsonl`` (``revision``, the order of the file)."""
     if workload == "first":
         return [build_prompt(p, tok, "chat") for p in load_problems("humaneval", limit=problems)]
-    tasks = {p.task_id: p for p in load_problems("humaneval", limit=40)}
+    tasks = {p.task_id: p for p in load_problems("humaneval")}
     return [build_revision_prompt(tasks[r["task_id"]], [(extract_completion(r["rejected"], "chat"), "")], tok, "chat", "none")
             for r in read_jsonl(PAIRS)[:problems]]
 
