@@ -147,13 +147,15 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_with_the_same_logits()
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_prepacked_matmul_gives_f_linear_values(dtype):
     """FloatMatmul reorders its weight once into oneDNN's layout (where this build has oneDNN, as the CPU wheels
-    do); at every row count a decode or prefill uses it gives F.linear's values (prepack=False: the plain path)."""
+    do, and, for bf16, where oneDNN runs bf16 on this CPU: an AVX2-only one falls back to F.linear); at every row
+    count a decode or prefill uses it gives F.linear's values (prepack=False: the plain path)."""
     from ieta.decode import FloatMatmul
 
     torch.manual_seed(0)
     weight, bias = torch.randn(200, 48), torch.randn(200)
     packed, plain = FloatMatmul(weight, bias, dtype), FloatMatmul(weight, bias, dtype, prepack=False)
-    assert (packed.packed is not None) == torch.backends.mkldnn.is_available() and plain.packed is None
+    packs = torch.backends.mkldnn.is_available() and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert (packed.packed is not None) == packs and plain.packed is None
     for rows in (1, 3, 64, 130):
         x = torch.randn(rows, 48).to(dtype)
         got, want = packed(x), plain(x)
