@@ -1,6 +1,6 @@
 """Which arithmetic a CPU runs fastest, read from ``torch.cpu.get_capabilities()`` (not ``/proc/cpuinfo`` text).
 
-Three kinds of CPU, three paths (measured with ``python -m ieta.bench sample``, which prints the path and why):
+Four kinds of CPU, three paths (measured with ``python -m ieta.bench sample``, which prints the path and why):
 
 - AMX (``amx_bf16``): bf16 everywhere; the tile units make bf16 GEMMs the fastest arithmetic there (on such a
   machine the bf16 sampler beat int8 ``torch._int_mm``: 81.1 against 72.9 tokens/s, issue 16; on a 2-core AMX Xeon
