@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -83,15 +84,24 @@ def assemble_gguf(dest: Path) -> Path:
     return dest
 
 
+#: the files of a converted directory that make up its tokenizer (and the config the 0.5B shape is read from)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json")
+
+
 def _convert(gguf: Path, out: Path, with_weights: bool) -> None:
-    """GGUF -> safetensors directory. ``save_pretrained`` refuses GGUF-loaded models, so copy into a fresh one."""
+    """GGUF -> safetensors directory. ``save_pretrained`` refuses GGUF-loaded models, so copy into a fresh one.
+
+    transformers reads a Qwen2 GGUF's config with gguf's ``GGUFReader``, which walks every vocabulary entry in
+    Python (most of a conversion's time), so it is read once and handed to the tokenizer and the model; the
+    tokenizer, given its type, takes transformers' own fast metadata reader."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, tokenizer_type=config.model_type).save_pretrained(out)
     config.save_pretrained(out)
     if with_weights:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
+                                                      dtype=torch.bfloat16)
         fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         fresh.load_state_dict(loaded.state_dict())
         fresh.generation_config = loaded.generation_config
@@ -99,7 +109,8 @@ def _convert(gguf: Path, out: Path, with_weights: bool) -> None:
 
 
 def embedded_dir(with_weights: bool = True) -> Path:
-    """The converted embedded model (or its tokenizer alone), converted once and published atomically."""
+    """The converted embedded model (or its tokenizer alone), converted once and published atomically. The
+    tokenizer alone is copied from the converted model where that exists."""
     root = cache_dir() / "models"
     target = root / (EMBEDDED_NAME if with_weights else f"{EMBEDDED_NAME}-tokenizer")
     if (target / COMPLETE_MARKER).exists():
@@ -109,11 +120,17 @@ def embedded_dir(with_weights: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel jobs wait for one conversion instead of racing
         if (target / COMPLETE_MARKER).exists():
             return target
-        log.info("Converting the embedded model into %s (once; about a minute)", target)
-        with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp, atomic_path(target) as staged:
-            gguf = assemble_gguf(Path(tmp) / f"{EMBEDDED_NAME}.gguf")
-            _convert(gguf, staged, with_weights)
-            (staged / COMPLETE_MARKER).write_text(EMBEDDED_SHA256 + "\n")
+        whole = root / EMBEDDED_NAME
+        with atomic_path(target) as staged:
+            if not with_weights and all((whole / name).exists() for name in (*TOKENIZER_FILES, COMPLETE_MARKER)):
+                staged.mkdir()
+                for name in (*TOKENIZER_FILES, COMPLETE_MARKER):
+                    shutil.copy2(whole / name, staged / name)
+            else:
+                log.info("Converting the embedded model into %s (once; 1-3 minutes)", target)
+                with tempfile.TemporaryDirectory(dir=root, prefix=".convert-") as tmp:
+                    _convert(assemble_gguf(Path(tmp) / f"{EMBEDDED_NAME}.gguf"), staged, with_weights)
+                (staged / COMPLETE_MARKER).write_text(EMBEDDED_SHA256 + "\n")
     return target
 
 

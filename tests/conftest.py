@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from ieta.config import compose_config
@@ -23,3 +25,13 @@ TINY = ["model=tiny", "dataset.limit=2", "iteration.num_iterations=1", "iteratio
 @pytest.fixture
 def tiny_cfg() -> DictConfig:
     return compose_config(TINY)
+
+
+def run_pipeline(run_dir: Path, *overrides: str) -> list[dict]:
+    """``python -m ieta.main`` with TINY and ``overrides`` into ``run_dir``, in this process (it saves the start of
+    a Python with torch and transformers: seconds a run); returns its metrics."""
+    from ieta.config import validate
+    from ieta.pipeline import run
+
+    cfg = compose_config([*TINY, *overrides])
+    return run(validate(cfg), run_dir, cfg)

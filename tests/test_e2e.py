@@ -1,23 +1,17 @@
-"""End to end: `python -m ieta.main model=tiny ...` really samples, executes, trains and evaluates."""
+"""End to end: the pipeline on the composed config, as ``python -m ieta.main model=tiny ...`` runs it (in this
+process: the command line itself is run by test_quickstart and test_resume), really samples, executes, trains and
+evaluates."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from ieta.io import read_json, read_jsonl
-from tests.conftest import TINY
+from tests.conftest import run_pipeline as run_main
 
 
-def run_main(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ieta.main", *TINY, f"hydra.run.dir={run_dir}", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
-def test_main_dpo_tiny_writes_every_artefact(tmp_path):
+def test_dpo_tiny_writes_every_artefact(tmp_path):
     run_dir = tmp_path / "run"
     run_main(run_dir, "method=dpo", "sampler.turns=2", "method.pairs.strategies=[pass_fail,repair]")
 
@@ -63,7 +57,7 @@ def test_baseline_zero_iterations_evaluates_initial_model_only(tmp_path):
     assert not (run_dir / "iter_1").exists()
 
 
-def test_main_sft_tiny_trains_on_passing_samples(tmp_path):
+def test_sft_tiny_trains_on_passing_samples(tmp_path):
     run_dir = tmp_path / "run"
     run_main(run_dir, "method=sft")
     rows = read_jsonl(run_dir / "iter_1" / "sft.jsonl")

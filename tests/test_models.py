@@ -104,3 +104,20 @@ def test_cpu_dtype_follows_the_cpu_capabilities(monkeypatch):
                         ({"avx512_vnni": True}, torch.float32), ({}, torch.float32)):
         monkeypatch.setattr(ieta.cpu_path, "capabilities", lambda caps=caps: caps)
         assert pick_device() == ("cpu", dtype)
+
+
+def test_the_tokenizer_alone_is_copied_from_a_converted_model_without_converting(tmp_path, monkeypatch, caplog):
+    from ieta import models
+
+    source = models.embedded_dir(with_weights=False)  # the suite's converted tokenizer: the files a model dir has too
+    whole = tmp_path / "models" / models.EMBEDDED_NAME
+    whole.mkdir(parents=True)
+    for name in (*models.TOKENIZER_FILES, models.COMPLETE_MARKER):
+        shutil.copy(source / name, whole / name)
+    monkeypatch.setenv("IETA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "assemble_gguf", lambda dest: pytest.fail("the tokenizer was converted again"))
+    with caplog.at_level("INFO", logger="ieta.models"):
+        target = models.embedded_dir(with_weights=False)
+    assert target == tmp_path / "models" / f"{models.EMBEDDED_NAME}-tokenizer" and "Converting" not in caplog.text
+    assert all((target / n).read_bytes() == (source / n).read_bytes() for n in models.TOKENIZER_FILES)
+    assert len(load_tokenizer("tiny")) == len(load_tokenizer(str(source)))

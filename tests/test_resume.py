@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 from ieta.config import ConfigError, validate
 from ieta.io import read_json, read_jsonl, write_json
 from ieta.pipeline import _check_resumable, _plain_config
-from tests.conftest import TINY, compose_config
-from tests.test_e2e import run_main
+from tests.conftest import TINY, compose_config, run_pipeline
 
 #: fields that measure time or memory, not results
 VOLATILE = ("duration_s", "peak_memory_mb", "train_runtime", "train_samples_per_second", "train_steps_per_second")
@@ -67,7 +66,7 @@ def test_sigkill_during_sampling_then_training_resumes_to_the_same_artefacts(tmp
         assert (run / "iter_1" / "pairs.jsonl").exists() and (run / "iter_1" / ".adapter.tmp").is_dir()
         assert not (run / "iter_1" / "adapter").exists()
 
-        run_main(run, "method=dpo")
+        run_pipeline(run, "method=dpo")
         assert uninterrupted.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         uninterrupted.kill()
@@ -107,7 +106,7 @@ def test_resumed_run_samples_like_an_uninterrupted_one_where_dropout_changes_the
         # generate calls: iteration 0's evaluation, iteration 1's training samples, iteration 1's evaluation
         run_until_killed(run, "ieta.sample:generate", 3, *noisy, f"hydra.run.dir={run}")
         assert (run / "iter_1" / "adapter").is_dir() and not (run / "iter_1" / "eval_samples.jsonl").exists()
-        run_main(run, "method=dpo", *noisy)
+        run_pipeline(run, "method=dpo", *noisy)
         assert uninterrupted.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         uninterrupted.kill()

@@ -7,8 +7,7 @@ from pathlib import Path
 from ieta.io import read_json, read_jsonl
 from ieta.pipeline import _plain_config, _result_keys
 from ieta.share import SHARED, fingerprint
-from tests.conftest import compose_config
-from tests.test_e2e import run_main
+from tests.conftest import compose_config, run_pipeline
 
 #: measured, not decided: they differ between two runs of the same execution
 MEASURED = ("duration_s", "peak_memory_mb")
@@ -38,9 +37,9 @@ def _verdicts(path: Path) -> list[dict]:
 def test_shared_stage_files_equal_a_job_computing_its_own(tmp_path: Path):
     share = tmp_path / "shared"
     first, alone, copied = tmp_path / "0_baseline", tmp_path / "alone_dpo", tmp_path / "1_dpo"
-    run_main(first, "method=baseline", f"share_dir={share}", *EVAL)
-    run_main(alone, "method=dpo", *EVAL)  # no store: computes its own iteration-0 evaluation and training samples
-    run_main(copied, "method=dpo", f"share_dir={share}", *EVAL)
+    run_pipeline(first, "method=baseline", f"share_dir={share}", *EVAL)
+    run_pipeline(alone, "method=dpo", *EVAL)  # no store: computes its own iteration-0 evaluation and training samples
+    run_pipeline(copied, "method=dpo", f"share_dir={share}", *EVAL)
 
     (store,) = share.iterdir()
     assert read_json(store / "iter_0" / "source.json")["run_dir"] == str(first)
