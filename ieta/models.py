@@ -120,11 +120,11 @@ def embedded_dir(with_weights: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel jobs wait for one conversion instead of racing
         if (target / COMPLETE_MARKER).exists():
             return target
-        whole = root / EMBEDDED_NAME
+        whole, copied = root / EMBEDDED_NAME, (*TOKENIZER_FILES, COMPLETE_MARKER)
         with atomic_path(target) as staged:
-            if not with_weights and all((whole / name).exists() for name in (*TOKENIZER_FILES, COMPLETE_MARKER)):
+            if not with_weights and all((whole / name).exists() for name in copied):
                 staged.mkdir()
-                for name in (*TOKENIZER_FILES, COMPLETE_MARKER):
+                for name in copied:
                     shutil.copy2(whole / name, staged / name)
             else:
                 log.info("Converting the embedded model into %s (once; 1-3 minutes)", target)

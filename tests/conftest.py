@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-
-import pytest
 from pathlib import Path
 
+import pytest
 from omegaconf import DictConfig
 
 from ieta.config import compose_config

@@ -8,9 +8,8 @@ from pathlib import Path
 from ieta.config import validate
 from ieta.evaluate import seed_free_files
 from ieta.io import read_json, read_jsonl
-from ieta.pipeline import run
 from ieta.share import CARRIED
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_pipeline
 
 #: measured, not decided: they differ between two runs of the same execution; and the stage seed each record names,
 #: unused at T=0 (a carried record names the seed of the iteration that drew it)
@@ -19,20 +18,16 @@ MEASURED = ("duration_s", "peak_memory_mb", "seed")
 SAMPLED = ["sampler.turns=2", "sampler.greedy_eval=true", "sampler.revise=greedy", "sampler.temperature=0.8"]
 
 
-def _run(run_dir: Path, *overrides: str) -> list[dict]:
-    return run(validate(compose_config([*TINY, *overrides])), run_dir)
-
-
 def _verdicts(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in MEASURED} for r in read_jsonl(path)]
 
 
 def test_unchanged_policy_carries_its_greedy_files_which_equal_a_fresh_draw(tmp_path: Path, monkeypatch):
     carried, fresh = tmp_path / "carried", tmp_path / "fresh"
-    metrics = _run(carried, "method=baseline", *SAMPLED)
+    metrics = run_pipeline(carried, "method=baseline", *SAMPLED)
     with monkeypatch.context() as m:  # the same run, every stage drawn again
         m.setattr("ieta.pipeline.carry_over", lambda *args: [])
-        fresh_metrics = _run(fresh, "method=baseline", *SAMPLED)
+        fresh_metrics = run_pipeline(fresh, "method=baseline", *SAMPLED)
 
     record = read_json(carried / "iter_1" / CARRIED)
     names = sorted(record["files"])
@@ -50,13 +45,13 @@ def test_unchanged_policy_carries_its_greedy_files_which_equal_a_fresh_draw(tmp_
 
 def test_greedy_evaluation_is_carried_whole_and_a_trained_policy_carries_nothing(tmp_path: Path):
     greedy = ["sampler.n=1", "sampler.temperature=0", "ks=[1]", "sampler.turns=2"]
-    first, second = _run(tmp_path / "baseline", "method=baseline", *greedy)
+    first, second = run_pipeline(tmp_path / "baseline", "method=baseline", *greedy)
     files = read_json(tmp_path / "baseline" / "iter_1" / CARRIED)["files"]
     assert files and all(fnmatch(n, "eval_*.jsonl") for n in files)
     assert sorted(files) == sorted(p.name for p in (tmp_path / "baseline" / "iter_0").glob("eval_*.jsonl"))
     assert {k: v for k, v in second.items() if k != "iteration"} == {k: v for k, v in first.items() if k != "iteration"}
 
-    _run(tmp_path / "dpo", "method=dpo", *greedy)
+    run_pipeline(tmp_path / "dpo", "method=dpo", *greedy)
     assert (tmp_path / "dpo" / "iter_1" / "adapter" / "adapter_config.json").exists()
     assert not (tmp_path / "dpo" / "iter_1" / CARRIED).exists()
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ieta.io import read_json, read_jsonl
-from tests.conftest import run_pipeline as run_main
+from tests.conftest import run_pipeline
 
 
 def test_dpo_tiny_writes_every_artefact(tmp_path):
     run_dir = tmp_path / "run"
-    run_main(run_dir, "method=dpo", "sampler.turns=2", "method.pairs.strategies=[pass_fail,repair]")
+    run_pipeline(run_dir, "method=dpo", "sampler.turns=2", "method.pairs.strategies=[pass_fail,repair]")
 
     info = read_json(run_dir / "run_info.json")
     assert info["method"] == "dpo" and info["device"] == "cpu" and info["num_eval_problems"] == 1
@@ -50,7 +50,7 @@ def test_dpo_tiny_writes_every_artefact(tmp_path):
 
 def test_baseline_zero_iterations_evaluates_initial_model_only(tmp_path):
     run_dir = tmp_path / "run"
-    run_main(run_dir, "method=baseline", "iteration.num_iterations=0", "dataset.split=all")
+    run_pipeline(run_dir, "method=baseline", "iteration.num_iterations=0", "dataset.split=all")
     metrics = read_json(run_dir / "metrics.json")
     assert [m["iteration"] for m in metrics] == [0] and metrics[0]["split"] == "all"
     assert read_json(run_dir / "run_info.json")["same_set_evaluation"] is True
@@ -59,7 +59,7 @@ def test_baseline_zero_iterations_evaluates_initial_model_only(tmp_path):
 
 def test_sft_tiny_trains_on_passing_samples(tmp_path):
     run_dir = tmp_path / "run"
-    run_main(run_dir, "method=sft")
+    run_pipeline(run_dir, "method=sft")
     rows = read_jsonl(run_dir / "iter_1" / "sft.jsonl")
     assert rows and all(r["completion"].endswith("```") for r in rows)
     adapter = load_file(run_dir / "iter_1" / "adapter" / "adapter_model.safetensors")
