@@ -187,6 +187,18 @@ def test_sandbox_info_states_isolation():
     assert info["cgroup"].startswith(("v2 at", "none:")) and info["oom_score_adj"] == 1000
 
 
+
+def test_sample_process_holds_only_the_standard_library_and_sees_numpy():
+    """No ``.pth`` file of the host's site-packages runs where samples do (an editable install's finder would name
+    the project, another may import anything into every sample's process); ``sandbox.packages`` stay importable."""
+    p = Problem("t/0", "def f():\n", "def check(candidate):\n    assert candidate() == []\n", "f")
+    listing = ("    import sys\n    return sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names"
+               " and m != '__main__')\n")
+    uses_numpy = "    import numpy\n    return [] if int(numpy.arange(4).sum()) == 6 else [0]\n"
+    recs = execute_samples([p], [{"task_id": "t/0", "completion": c} for c in (listing, uses_numpy)],
+                           SandboxConfig(workers=1), progress=False)
+    assert [r["outcome"] for r in recs] == ["passed", "passed"], [r["message"] for r in recs]
+
 def test_cgroup_v2_holds_each_sample_and_is_removed(problems):
     """Where the system delegates a cgroup v2 with the memory and pids controllers, each sample runs in a cgroup of
     its own (memory.max, pids.max), removed once it ends; elsewhere the sandbox says so and keeps its rlimits."""

@@ -13,7 +13,6 @@ import ctypes
 import os
 import resource
 import signal
-import site
 import sys
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -101,14 +100,8 @@ def enter(cfg):
     return info
 
 
-def _site_dirs():
-    dirs = set(site.getsitepackages())
-    dirs |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
-    return sorted({os.path.realpath(d) for d in dirs if os.path.isdir(d)})
-
-
-def _assembly_dir():
-    needed = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *_site_dirs())]
+def _assembly_dir(cfg):
+    needed = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *cfg["site_dirs"])]
     for d in ASSEMBLY_DIRS:
         if os.path.isdir(d) and not os.path.islink(d) and not any((n + "/").startswith(d + "/") for n in needed):
             return d
@@ -117,7 +110,7 @@ def _assembly_dir():
 
 
 def _build_root(cfg, info):
-    root = _assembly_dir()
+    root = _assembly_dir(cfg)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
     for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = "/" + top
@@ -148,7 +141,7 @@ def _build_root(cfg, info):
         if not prefix.startswith("/usr/"):
             _bind(prefix, root + prefix)
     hidden = []
-    for sp in _site_dirs():
+    for sp in cfg["site_dirs"]:
         if not os.path.isdir(root + sp):
             continue
         _mount("tmpfs", root + sp, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755")

@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -31,6 +32,12 @@ INFO_KEYS = ("namespaces", "lost", "root", "uid_drop", "minimal_root", "cgroup",
 #: LD_BIND_NOW: every symbol bound at load, so no fork writes (and copies) the libraries' lookup tables again
 ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LD_BIND_NOW": "1"}
 _GRACE_S = 10.0
+
+
+def site_dirs() -> list[str]:
+    """This interpreter's site-packages directories (the zygote, started without ``site``, puts them on its path)."""
+    dirs = set(site.getsitepackages()) | {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    return sorted({os.path.realpath(d) for d in dirs if os.path.isdir(d)})
 
 
 class SandboxError(RuntimeError):
@@ -61,10 +68,11 @@ class Zygote:
 
     def launch(self) -> None:
         cfg = self.config.to_dict() | {"sandbox_dir": SANDBOX_DIR, "preload": PRELOAD, "slot": self.slot,
-                                       "python": sys.executable}
+                                       "python": sys.executable, "site_dirs": site_dirs()}
         if self.config.backend == "bwrap":
             cfg["bwrap"] = resolve_bwrap(self.config)
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT.format(dir=SANDBOX_DIR)],
+        # -S: no site module, so no .pth file runs there (each would import its modules into every sample's process)
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_DIR)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ZYGOTE_ENV,
                                      close_fds=True, start_new_session=True, cwd="/")
         wire.write(self.proc.stdin.fileno(), cfg)
