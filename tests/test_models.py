@@ -121,3 +121,16 @@ def test_the_tokenizer_alone_is_copied_from_a_converted_model_without_converting
     assert target == tmp_path / "models" / f"{models.EMBEDDED_NAME}-tokenizer" and "Converting" not in caplog.text
     assert all((target / n).read_bytes() == (source / n).read_bytes() for n in models.TOKENIZER_FILES)
     assert len(load_tokenizer("tiny")) == len(load_tokenizer(str(source)))
+
+
+@pytest.mark.slow
+def test_gguf_config_is_the_config_of_transformers_own_gguf_reader(tmp_path):
+    """The fast read (0.1 s) gives the config that ``AutoConfig.from_pretrained(gguf_file=...)`` gives (29 s on the
+    AVX2 EPYC, in gguf's GGUFReader)."""
+    from transformers import AutoConfig
+
+    from ieta.models import gguf_config
+
+    gguf = assemble_gguf(tmp_path / "model.gguf")
+    legacy = AutoConfig.from_pretrained(tmp_path, gguf_file=gguf.name)
+    assert gguf_config(gguf).to_json_string() == legacy.to_json_string()
