@@ -28,7 +28,7 @@ def _palette(levels: Sequence[str]) -> dict[str, tuple]:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix[1:], dpi=130)
+        fig.savefig(tmp, format=path.suffix[1:], dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
 
