@@ -187,7 +187,6 @@ def test_sandbox_info_states_isolation():
     assert info["cgroup"].startswith(("v2 at", "none:")) and info["oom_score_adj"] == 1000
 
 
-
 def test_sample_process_holds_only_the_standard_library_and_sees_numpy():
     """No ``.pth`` file of the host's site-packages runs where samples do (an editable install's finder would name
     the project, another may import anything into every sample's process); ``sandbox.packages`` stay importable."""
@@ -198,6 +197,7 @@ def test_sample_process_holds_only_the_standard_library_and_sees_numpy():
     recs = execute_samples([p], [{"task_id": "t/0", "completion": c} for c in (listing, uses_numpy)],
                            SandboxConfig(workers=1), progress=False)
     assert [r["outcome"] for r in recs] == ["passed", "passed"], [r["message"] for r in recs]
+
 
 def test_cgroup_v2_holds_each_sample_and_is_removed(problems):
     """Where the system delegates a cgroup v2 with the memory and pids controllers, each sample runs in a cgroup of
