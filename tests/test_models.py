@@ -53,6 +53,48 @@ def test_tiny_model_is_random_qwen2_with_embedded_tokenizer():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_each_tokenizer_is_its_own_copy_and_saves_what_transformers_loads(tmp_path):
+    from transformers import AutoTokenizer
+
+    from ieta.models import embedded_dir
+
+    own = AutoTokenizer.from_pretrained(str(embedded_dir(with_weights=False)))
+    a, b = load_tokenizer("tiny"), load_tokenizer("tiny")
+    text = "def f(x):\n    return [x ** 2 for x in range(3)]  # ünïcode"
+    assert a(text) == own(text) and a.apply_chat_template([{"role": "user", "content": text}], tokenize=False) == \
+        own.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+    a.save_pretrained(tmp_path / "ours")
+    own.save_pretrained(tmp_path / "own")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "own" / name).read_bytes(), name
+    a.padding_side, a.pad_token = "left", "<|im_end|>"  # what trainers set
+    a.add_tokens(["<new>"])
+    a(["x", "x y z"], padding="max_length", truncation=True, max_length=2)
+    assert (b.padding_side, b.pad_token, len(b)) == (own.padding_side, own.pad_token, len(own))
+    assert b("x y z")["input_ids"] == own("x y z")["input_ids"] and len(b(["x y z"])["input_ids"][0]) == 3
+
+
+def test_a_tokenizer_is_loaded_again_when_its_files_change(tmp_path):
+    load_tokenizer("tiny").save_pretrained(tmp_path)
+    assert "<new>" not in load_tokenizer(str(tmp_path)).get_vocab()
+    grown = load_tokenizer(str(tmp_path))
+    grown.add_tokens(["<new>"])
+    grown.save_pretrained(tmp_path)
+    assert "<new>" in load_tokenizer(str(tmp_path)).get_vocab()
+
+
+def test_datasets_fingerprint_of_a_tokenizer_follows_its_content():
+    """TRL's trainers map their datasets with the tokenizer as an argument; datasets fingerprints it to name the
+    cache files. Without the constructor's copies of the vocabulary it still tells tokenizers apart."""
+    from datasets.fingerprint import Hasher
+
+    a, b = load_tokenizer("tiny"), load_tokenizer("tiny")
+    assert not {"_vocab", "_merges"} & a.__dict__.keys()
+    assert Hasher.hash(a) == Hasher.hash(b)
+    b.add_tokens(["<new>"])
+    assert Hasher.hash(a) != Hasher.hash(b)
+
+
 def _save_local(directory: Path):
     tok = load_tokenizer("tiny")
     model = load_model("tiny", torch.float32, "cpu", random_init={"hidden_size": 16, "intermediate_size": 32,

@@ -57,6 +57,31 @@ def test_fast_model_hash_finds_dpo_trainer_hash_module():
     assert dpo_trainer.hash_module is original
 
 
+def test_tokenizer_fields_dropped_after_loading_are_read_only_by_the_constructor():
+    """ieta.models drops `_vocab` and `_merges` from loaded tokenizers (datasets' fingerprint of every TRL dataset
+    map pickled them: 3.2 s a trainer); only the constructor may read them, to build the `tokenizers` backend."""
+    import re
+
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    from ieta.models import INIT_ONLY_TOKENIZER_FIELDS
+
+    message = _patch("INIT_ONLY_TOKENIZER_FIELDS", "ieta/models.py")
+    reads = {field: re.compile(rf"\.{field}\b") for field in INIT_ONLY_TOKENIZER_FIELDS}
+    init = inspect.getsource(Qwen2Tokenizer.__init__)
+    assert all(r.search(init) for r in reads.values()), message + ": Qwen2Tokenizer.__init__ no longer sets them"
+    for cls in Qwen2Tokenizer.__mro__[:-1]:
+        for name, member in vars(cls).items():
+            if name == "__init__" or not callable(getattr(member, "__func__", member)) or isinstance(member, type):
+                continue
+            try:
+                source = inspect.getsource(getattr(member, "__func__", member))
+            except (OSError, TypeError):
+                continue
+            for field, read in reads.items():
+                assert not read.search(source), message + f": {cls.__name__}.{name} reads {field}"
+
+
 def test_drop_precompute_engine_finds_dpo_trainer_precompute_engine():
     """ieta.train.drop_precompute_engine destroys `DPOTrainer._precompute_engine` (TRL's own DeepSpeed engine for
     the reference log-probs), whose ZeRO-3 hooks otherwise break the first training step."""
