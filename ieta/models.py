@@ -217,14 +217,16 @@ def _files_stamp(*paths: str | None) -> tuple:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer_from(source: str, gguf_file: str | None, stamp: tuple):
-    """The tokenizer in ``source`` as loaded from its files; shared, so never handed out (1.2 s a load for Qwen2,
-    which a run did up to four times: policy, random-init config, judge, its config)."""
+    """The tokenizer in ``source`` as loaded from its files, with the pad token defaulting to EOS; shared, so never
+    handed out (1.2 s a load for Qwen2, which a run did up to three times: policy, random-init config, judge)."""
     from transformers import AutoTokenizer
 
     tok = _from_pretrained(AutoTokenizer, source, **({"gguf_file": gguf_file} if gguf_file else {}))
     if getattr(tok, "_tokenizer", None) is not None:  # the `tokenizers` backend holds the vocabulary and merges
         for init_copy in INIT_ONLY_TOKENIZER_FIELDS:
             tok.__dict__.pop(init_copy, None)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return tok
 
 
@@ -237,10 +239,7 @@ def _shared_tokenizer(path: str, gguf_file: str | None = None):
 def load_tokenizer(path: str, gguf_file: str | None = None):
     """The tokenizer of ``path`` (``embedded``, ``tiny``, a Hub id or a local dir), a copy of its own: trainers set
     its padding side and special tokens."""
-    tok = copy.deepcopy(_shared_tokenizer(path, gguf_file))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return copy.deepcopy(_shared_tokenizer(path, gguf_file))
 
 
 def load_model(path: str, dtype: torch.dtype, device: str, gguf_file: str | None = None,
@@ -256,7 +255,7 @@ def load_model(path: str, dtype: torch.dtype, device: str, gguf_file: str | None
         keys = {"vocab_size": len(tok), "tie_word_embeddings": True} | random_config(
             random_init, embedded_dir(with_weights=False))
         config = Qwen2Config(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id if tok.pad_token is not None else tok.eos_token_id, **keys)
+                             pad_token_id=tok.pad_token_id, **keys)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
