@@ -12,7 +12,12 @@ two gate/up GEMMs, and, in int8, an activation quantization per linear layer. He
   rows, and a finished row is replaced by the last row (one row's cache moves, not the whole cache);
 - grouped-query attention reads each KV head once for its query heads (no ``repeat_kv``).
 
-Numerics follow HF's Qwen2/Llama modules (RMSNorm in fp32, RoPE tables from the model's own rotary embedding).
+Numerics follow HF's Qwen2/Llama modules (RMSNorm in fp32, RoPE tables from the model's own rotary embedding),
+except that the residual stream stays in fp32 on every path, as in fp32 (HF's bf16 forward rounds it to bf16 after
+each of its 48 adds). On the embedded model in bf16, teacher-forced over 870 tokens of 12 HumanEval completions, that
+cut the mean absolute logit error against the fp32 forward from 0.026 to 0.018 (p99 0.096 to 0.068) and the argmax
+disagreements from 2 to 0, for 2-4% of a decode step; greedy HumanEval-164 went from 92 to 94 passed, fp32's 94
+(AVX512-BF16 EPYC, 2026-12-04).
 :func:`unsupported` says why a model cannot take this path; the sampler then falls back to the model's forward.
 """
 
@@ -130,10 +135,9 @@ class FloatMatmul:
         return torch.ops.mkldnn._linear_pointwise.binary(self._rows(x), other.contiguous(), self.packed, self.bias, op)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """RMSNorm of the fp32 residual ``x`` with its fp32 ``weight``, rounded once, to the GEMMs' ``dtype``."""
+    return (weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))).to(dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -146,22 +150,25 @@ class _Block:
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv = matmul(*_fused([attn.q_proj, attn.k_proj, attn.v_proj]))
         self.o = matmul(*_fused([attn.o_proj]))
-        #: float matmuls take oneDNN post-ops: the gate's silu, the product with up and the residual adds fused
-        #: into their GEMMs (int8: one gate/up GEMM, the rest as separate ops)
+        #: float matmuls take oneDNN post-ops: the gate's silu and the product with up fused into their GEMMs, and
+        #: in fp32 the residual adds too (a bf16 GEMM's output is bf16: its add to the fp32 residual is an op of
+        #: its own); int8: one gate/up GEMM, the rest as separate ops
         self.post_ops = matmul is not Int8Matmul
+        self.fused_add = self.post_ops and act == torch.float32
         if self.post_ops:
             self.gate, self.up = matmul(*_fused([mlp.gate_proj])), matmul(*_fused([mlp.up_proj]))
         else:
             self.gate_up = matmul(*_fused([mlp.gate_proj, mlp.up_proj]))
         self.down = matmul(*_fused([mlp.down_proj]))
-        self.norm1 = layer.input_layernorm.weight.detach().to(act)
-        self.norm2 = layer.post_attention_layernorm.weight.detach().to(act)
+        self.norm1 = layer.input_layernorm.weight.detach().float()
+        self.norm2 = layer.post_attention_layernorm.weight.detach().float()
 
 
 class Decoder:
     """The policy's forward for sampling, over ``capacity`` rows of at most ``length`` tokens each.
 
-    ``compute``: ``int8`` (int8 GEMMs, fp32 activations and cache), ``bfloat16`` or ``float32``. Rows ``0..rows-1``
+    ``compute``: ``int8`` (int8 GEMMs, fp32 activations and cache), ``bfloat16`` (bf16 GEMMs and cache) or
+    ``float32``; the residual stream is fp32 on every path. Rows ``0..rows-1``
     are live; row ``r`` holds ``pos[r]`` tokens in the cache and one pending token ``last[r]`` not yet in it.
     """
 
@@ -179,7 +186,7 @@ class Decoder:
         self.eps, self.scaling = cfg.rms_norm_eps, self.head_dim ** -0.5
         self.blocks = [_Block(layer, matmul, self.act) for layer in base.model.layers]
         self.embed = base.get_input_embeddings().weight.detach()
-        self.norm = base.model.norm.weight.detach().to(self.act)
+        self.norm = base.model.norm.weight.detach().float()
         head = _fused([base.get_output_embeddings()])
         # int8 with native bf16: the LM head (151k x 896 on Qwen2.5) in bf16, as fast as int8 there (its output is
         # 64 x 151k: int8 pays 3 passes over it to rescale) and closer to the float logits that greedy decoding ranks
@@ -200,23 +207,24 @@ class Decoder:
         self.work: list[tuple[str, int]] = []
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.embed).to(self.act)
+        return F.embedding(ids, self.embed).float()  # the residual stream
 
     def _qkv(self, block: _Block, x: torch.Tensor, cos, sin):
-        q, k, v = block.qkv(_rms_norm(x, block.norm1, self.eps)).split(
+        q, k, v = block.qkv(_rms_norm(x, block.norm1, self.eps, self.act)).split(
             [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
         q = _rotate(q.view(-1, self.heads, self.head_dim), cos, sin)
         k = _rotate(k.view(-1, self.kv_heads, self.head_dim), cos, sin)
         return q, k, v.view(-1, self.kv_heads, self.head_dim)
 
     def _mlp(self, block: _Block, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        x = block.o.then(attended, "add", x) if block.fused_add else x + block.o(attended)
+        h = _rms_norm(x, block.norm2, self.eps, self.act)
         if block.post_ops:
-            x = block.o.then(attended, "add", x)
-            h = _rms_norm(x, block.norm2, self.eps)
-            return block.down.then(block.up.then(h, "mul", block.gate.silu(h)), "add", x)
-        x = x + block.o(attended)
-        gate, up = block.gate_up(_rms_norm(x, block.norm2, self.eps)).chunk(2, dim=-1)
-        return x + block.down(F.silu(gate) * up)
+            h = block.up.then(h, "mul", block.gate.silu(h))
+        else:
+            gate, up = block.gate_up(h).chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        return block.down.then(h, "add", x) if block.fused_add else x + block.down(h)
 
     def share_prefix(self, prefix: list[int]) -> None:
         """Compute the KV cache of ``prefix`` (the tokens every prompt starts with: the chat template's system turn
@@ -319,7 +327,7 @@ class Decoder:
             attended = attended.view(b, self.kv_heads, group, k + 1, self.head_dim).permute(0, 3, 1, 2, 4)
             attended = attended.reshape(b * (k + 1), -1)
             x = self._mlp(block, x, attended if run is None else attended[run])
-        logits = self.head(_rms_norm(x, self.norm, self.eps))
+        logits = self.head(_rms_norm(x, self.norm, self.eps, self.act))
         if drafts is None:
             self.pos[:b] += 1
             return logits
