@@ -8,7 +8,8 @@ Four kinds of CPU, three paths (measured with ``python -m ieta.bench sample``, w
 - AVX512-BF16 without AMX (this project's EPYC, which has VNNI too): bf16. A 64-row GEMM of the model's shapes ran
   at 620-780 GOP/s in int8, 330-390 GFLOP/s in bf16 and 105-145 GFLOP/s in fp32, but int8 cost quality: greedy
   pass on the first 40 HumanEval problems through the pipeline was 29 in int8, 31 in bf16, 32 in fp32. Greedy
-  HumanEval-164 in bf16 with the decoder's fp32 residual stream: 94, as fp32 (a Zen 5 EPYC, 2026-12-04).
+  HumanEval-164 in bf16 with the decoder's fp32 residual stream: 94, as fp32, and ``python -m ieta.bench sample``
+  gave 242.0 tokens/s in bf16 against 191.7 with ``--quantize int8`` (a Zen 5 EPYC, 2026-12-04).
 - AVX-512 VNNI without native bf16: int8 x int8 GEMMs (``torch._int_mm``, VPDPBUSD) on fp32 activations (bf16 is
   emulated there; int8 was ~2.5x fp32 end to end, at 91 against 94 greedy HumanEval-164 problems).
 - anything else: fp32. On a 2-core AVX2-only EPYC (Zen 1, no AVX-512) on 2026-12-02, a 64-row 896 x 9728 GEMM ran
@@ -49,8 +50,9 @@ def choose(caps: dict) -> CpuPath:
     if caps.get("amx_bf16"):
         return CpuPath("bfloat16", "AMX-BF16", "AMX tiles compute bf16 GEMMs faster than int8 _int_mm there")
     if caps.get("avx512_bf16"):
-        return CpuPath("bfloat16", "AVX512-BF16", "native bf16 dot products; int8 VNNI GEMMs run ~2x faster here but "
-                       "lost greedy HumanEval problems (first 40: int8 29, bf16 31, fp32 32)")
+        return CpuPath("bfloat16", "AVX512-BF16", "native bf16 dot products; int8 VNNI GEMMs alone ran ~2x faster on an "
+                       "earlier EPYC but lost greedy HumanEval problems (first 40: int8 29, bf16 31, fp32 32), and end to "
+                       "end int8 sampled slower on a Zen 5 (192 against 242 tokens/s)")
     if caps.get("avx512_vnni"):
         return CpuPath("int8", "AVX512-VNNI", "VNNI without native bf16: int8 GEMMs ~4x fp32 (greedy HumanEval-164: "
                        "91 against 94 in fp32)")
