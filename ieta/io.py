@@ -82,9 +82,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+#: a lone surrogate (which UTF-8 cannot hold: a sample's text may carry one) is written as ``\udXXX``, in JSON the
+#: escape that reads back as the same character, instead of failing the whole write
+ENCODING_ERRORS = "backslashreplace"
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers never see a partial file."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", errors=ENCODING_ERRORS) as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -201,6 +201,18 @@ CASES = {
                           "crashed"),
     "code_object_reply": ("    import os, marshal\n    body = marshal.dumps(('ret', (lambda: 4).__code__))\n"
                           "    os.write(4, len(body).to_bytes(4, 'little') + body)\n    return a + b\n", "crashed"),
+    # the sandbox's own failure is not the sample's to claim: a candidate that breaks the judge's pipe, or forges a
+    # frame no report can print, fails as itself
+    "close_call_pipe": ("    import os\n    os.close(3)\n    return a + b\n", "crashed"),
+    "forged_huge_line": ("    import os, marshal\n    rec = {'exception': 'ValueError', 'message': 'm', 'line': 10 ** 5000,"
+                         " 'frames': [('<candidate>', 'f', 10 ** 5000)]}\n    body = marshal.dumps(('raise', rec), 2)\n"
+                         "    os.write(4, len(body).to_bytes(4, 'little') + body)\n    return a + b\n",
+                         ("runtime_error", "crashed")),
+    "huge_lineno_syntax_error": ("    e = SyntaxError('bad')\n    e.lineno = 10 ** 5000\n    raise e\n", "runtime_error"),
+    # what a sample's own call raises, whatever its class, is a runtime error (syntax_error: a program that does not
+    # compile; it carries its own penalty in the rewards)
+    "syntax_error_raised_by_call": ("    raise SyntaxError('x')\n", "runtime_error"),
+    "lone_surrogate_message": ("    raise ValueError('\\udc80' + chr(0xd800))\n", "runtime_error"),
     # what a sample can do as itself: reported by the test below
     "privileges": (
         "    import os, ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n"
@@ -219,7 +231,14 @@ CASES = {
     "environment": ("    import os\n    print('ENV', *sorted(os.environ))\n    return a + b\n", "failed"),
 }
 # (problem, completion, expected outcome): the test calls the prompt's helpers, not the candidate's
+# the test iterates the candidate's answers with map: a StopIteration from a call must not end that iteration
+MAPPED = Problem("adv/map", "def even(n):\n", "def check(candidate):\n    assert all(map(candidate, [2, 4, 6]))\n"
+                 "    assert not any(map(candidate, [1, 3, 5]))\n", "even")
 HELPER_CASES = {
+    "stop_iteration_ends_map": (MAPPED, "    raise StopIteration\n", "runtime_error"),
+    "stop_iteration_subclass": (MAPPED, "    class Done(StopIteration):\n        pass\n    raise Done()\n",
+                                "runtime_error"),
+    "stop_async_iteration": (MAPPED, "    raise StopAsyncIteration\n", "runtime_error"),
     "cyclic_redefines_helper": (CYCLIC, "    return s\n\n\ndef encode(s):\n    return s\n", "failed"),
     "cyclic_restates_helper": (CYCLIC, "    return s[-1:] + s[:-1]\n\n\ndef encode(s: str):\n    return s[1:] + s[:1]\n",
                                "passed"),
@@ -260,7 +279,7 @@ def batch(tmp_path_factory):
     samples = ok[:2] + samples + ok[2:]  # the executor keeps working around the attacks
     config = SandboxConfig(timeout=1.5, cpu_seconds=5, memory_mb=256, max_file_mb=16, workers=2, max_processes=16,
                            trace_max_events=50)
-    records = execute_samples([IMPOSSIBLE, SOLVABLE, CYCLIC, POLY], samples, config, progress=False)
+    records = execute_samples([IMPOSSIBLE, SOLVABLE, CYCLIC, POLY, MAPPED], samples, config, progress=False)
     # the walk over everything visible needs more than the batch's timeout on a loaded machine
     slow = dataclasses.replace(config, timeout=20.0, cpu_seconds=20, trace=False)
     records += execute_samples([IMPOSSIBLE], [{"task_id": IMPOSSIBLE.task_id, "completion": search,
@@ -297,6 +316,17 @@ def test_a_non_data_result_fails_with_a_message_saying_so(batch):
 
 def test_no_sample_can_claim_a_sandbox_error(batch):
     assert [c for c, r in batch[0].items() if r["outcome"] == "sandbox_error"] == []
+
+
+def test_every_record_is_written_and_read_back_as_it_is(batch, tmp_path):
+    """Whatever a sample printed or raised (lone surrogates, which UTF-8 cannot hold, included), its record is written
+    and reads back equal: one record can never cost a batch its output file."""
+    from ieta.io import read_jsonl, write_jsonl
+
+    records = [dict(r) for r in batch[0].values()] + [{"completion": "    return '\ud800'\n"}]  # a sample's own field
+    write_jsonl(tmp_path / "records.jsonl", records)
+    assert read_jsonl(tmp_path / "records.jsonl") == records
+    assert "\\udc80" in batch[0]["lone_surrogate_message"]["message"]  # escaped where the record is built
 
 
 def test_no_answer_key_in_view(batch):
@@ -380,6 +410,58 @@ def test_a_sample_cannot_reach_the_processes_waiting_for_later_samples():
     after = [r for r in records if "/" in r["case"]]
     assert [r["passed"] for r in attacks] == [False] * len(BESIDE_WAITING)
     assert all(r["passed"] for r in after), [(r["case"], r["outcome"], r["message"]) for r in after if not r["passed"]]
+
+
+# an earlier sample's test, code and output, each marked; a later sample scans its own memory for the marks
+KEYED = Problem("adv/keyed", "def f(x):\n", "def check(candidate):\n    assert candidate(0) == 'ieta-leak-test'\n", "f")
+MARKED = "    print('ieta-leak-outp')\n    return 'ieta-leak-code'\n"
+MEMORY_SEARCH = (  # never holds a whole mark itself: it finds the prefix and reads the 4 bytes after it
+    "    import ctypes, re\n    prefix = b'ieta' + b'-leak-'\n    found, scanned = set(), 0\n"
+    "    for line in open('/proc/self/maps'):\n"
+    "        lo, hi, perms = re.match(r'([0-9a-f]+)-([0-9a-f]+) (\\S+)', line).groups()\n"
+    "        if not perms.startswith('rw') or '[v' in line:\n            continue\n"
+    "        data = ctypes.string_at(int(lo, 16), int(hi, 16) - int(lo, 16))\n        scanned += len(data)\n"
+    "        for m in re.finditer(re.escape(prefix), data):\n"
+    "            if data[m.end():m.end() + 4] in (b'test', b'code', b'outp'):\n"
+    "                found.add(data[m.end():m.end() + 4].decode())\n"
+    "    print('SCANNED', scanned, 'LEAKED', sorted(found))\n    return x\n")
+
+
+def test_a_candidates_memory_holds_no_other_samples_data():
+    """A candidate's process starts as a copy of the process that forked it: that copy must hold nothing of the samples
+    served before (their tests with the expected values, their code, their output), live or freed. With the
+    candidates forked by the zygote, which relays every request and response, the scan found all three (a lookup
+    table of an earlier sample's expected values then passed)."""
+    BURST = _zygote_constant("BURST")
+    config = SandboxConfig(timeout=10.0, workers=1, trace=False)
+    samples = [{"task_id": KEYED.task_id, "completion": MARKED}] * (2 * BURST + 1)
+    samples += [{"task_id": KEYED.task_id, "completion": MEMORY_SEARCH}] * 2  # forked after the marked ones ran
+    records = execute_samples([KEYED], samples, config, progress=False)
+    assert "ieta-leak-outp" in records[0]["stdout_tail"]  # the marks did pass through the sandbox
+    for rec in records[-2:]:
+        found = re.search(r"SCANNED (\d+) LEAKED (.*)", rec["stdout_tail"])
+        assert found and int(found.group(1)) > 1 << 20, rec["stdout_tail"]
+        assert found.group(2) == "[]", found.group(2)
+
+
+RANDOM_TEST = Problem("adv/random", "def f():\n", "import random\n\n\ndef check(candidate):\n"
+                      "    assert candidate() == random.getrandbits(64)\n", "f")
+PREDICT_RANDOM = {  # the stream its process started with (a copy of its fork parent's), from load or at the call
+    "at_load": "    r = random.Random()\n    r.setstate(STATE)\n    return r.getrandbits(64)\n\n\n"
+               "import random\nSTATE = random.getstate()\n",
+    "at_call": "    import random\n    return random.getrandbits(64)\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREDICT_RANDOM))
+def test_a_candidate_cannot_predict_the_tests_random_draws(name):
+    """Each sample's test draws from a stream seeded from the OS in the judge: a candidate cannot reproduce it from the
+    random state its own process inherited. Forked without Python's at-fork reseed, the judge and the candidates
+    started from the zygote's state, so a fresh worker's first sample passed this test blind."""
+    config = SandboxConfig(timeout=5.0, workers=1, trace=False)
+    rec = execute_samples([RANDOM_TEST], [{"task_id": RANDOM_TEST.task_id, "completion": PREDICT_RANDOM[name]}],
+                          config, progress=False)[0]
+    assert rec["passed"] is False and rec["outcome"] == "failed", (rec["outcome"], rec["message"])
 
 
 def test_executor_keeps_working(batch):

@@ -229,10 +229,14 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+CLONE_PARENT = 0x00008000  # the child's parent is the caller's parent
+
+
 def spawn(flags=0):
     """``fork``, into new namespaces if ``flags`` say so: a raw ``clone`` without Python's at-fork hooks
-    (safe, the zygote is single-threaded; about half the cost of ``os.fork``)."""
-    if "clone" in SYS:
+    (safe, the zygote is single-threaded; about half the cost of ``os.fork``). ``CLONE_PARENT`` in ``flags`` needs
+    the raw ``clone`` (``SYS``)."""
+    if "clone" in SYS or flags & CLONE_PARENT:
         pid = _libc.syscall(SYS["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
         if pid < 0:
             raise OSError(ctypes.get_errno(), _err("clone"))

@@ -9,6 +9,7 @@ supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
 import builtins
 import marshal
 import os
+import random
 import socket
 import time
 
@@ -70,6 +71,8 @@ def _reraised(rec):
         base = getattr(builtins, name, None)
         if not (isinstance(base, type) and issubclass(base, BaseException)) or base is CandidateGone:
             base = Exception
+        elif issubclass(base, (StopIteration, StopAsyncIteration)):  # as PEP 479 does at a generator's edge: it
+            base = RuntimeError  # would end the test's own loop (map, all, any) as if the iterable were done
         try:
             cls = type(name, (base,), {"__module__": "candidate"})
             cls.__new__(cls)
@@ -93,7 +96,13 @@ def safe_repr(v, limit=200):
 
 
 def _text(v, limit):
-    return v[:limit] if type(v) is str else ""
+    """A string field of the candidate's: cut to ``limit``, lone surrogates (which UTF-8 cannot hold) escaped."""
+    return v[:limit].encode("utf-8", "backslashreplace").decode("utf-8") if type(v) is str else ""
+
+
+def _line(v):
+    """A line number from the candidate's process, or None when it cannot be one (an int of 5000 digits, say)."""
+    return v if type(v) is int and 0 <= v < 1 << 31 else None
 
 
 def clean_record(rec, where=None):
@@ -101,11 +110,11 @@ def clean_record(rec, where=None):
     rec = rec if isinstance(rec, dict) else {}
     frames = []
     for f in rec.get("frames", [])[:12] if isinstance(rec.get("frames"), list) else []:
-        if isinstance(f, (tuple, list)) and len(f) == 3 and type(f[2]) is int and f[0] in ("<candidate>", "..."):
+        if isinstance(f, (tuple, list)) and len(f) == 3 and _line(f[2]) is not None and f[0] in ("<candidate>", "..."):
             frames.append((f[0], _text(f[1], 100), f[2]))
     out = {"exception": _text(rec.get("exception"), 100) or "Exception", "message": _text(rec.get("message"), 500),
            "frames": frames}
-    if type(rec.get("line")) is int:
+    if _line(rec.get("line")) is not None:
         out["line"] = rec["line"]
     if where is not None:
         out["assert"] = where
@@ -124,7 +133,7 @@ def exc_record(e, where=None, offset=0):
             frames.append(("<test>", tb.tb_frame.f_code.co_name, tb.tb_lineno + offset))
         tb = tb.tb_next
     try:
-        message = str(e)[:500]
+        message = _text(str(e), 500)
     except BaseException:
         message = "<unprintable>"
     rec = {"exception": type(e).__name__, "message": message, "frames": frames[-12:]}
@@ -137,7 +146,7 @@ def clean_trace(events, repr_chars):
     """Trace events from the candidate's process, reduced to the fields and types the record has."""
     out = []
     for ev in events if isinstance(events, list) else []:
-        if not isinstance(ev, dict) or type(ev.get("line")) is not int:
+        if not isinstance(ev, dict) or _line(ev.get("line")) is None:
             continue
         item = {"line": ev["line"], "function": _text(ev.get("function"), 100)}
         if isinstance(ev.get("locals"), dict):
@@ -185,6 +194,9 @@ def _rss_kb():
 
 def run(req, reply_fd, call_fd, report_fd):
     """Judge one sample and stream the report; returns whether this process is fit for another sample."""
+    # the test's random draws (``import random`` is this module): from the OS for each sample, so no candidate can
+    # know them (every process here starts as a fork of the zygote, without Python's at-fork reseed)
+    random.seed()
     pending, flushed = bytearray(), [time.monotonic()]
 
     def flush():

@@ -114,7 +114,7 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
         return sandbox_error(test, "the candidate's process could not be confined: " + tail[-300:].strip())
     if failure is not None:
         rec.update(_exception_fields(failure, lines, test))
-        rec["outcome"] = outcome_of_exception(failure["exception"])
+        rec["outcome"] = outcome_of_exception(failure["exception"], failure.get("phase") == "compile")
     elif done is not None and done["clean"] and not resp["timed_out"]:
         rec.update(passed=True, outcome="passed", error_type=None)
         return rec

@@ -100,6 +100,8 @@ def run(req, call_fd, reply_fd):
 
     for name in ("serve", "tracer", "wire", "zygote", "judge", "isolate"):
         sys.modules.pop(name, None)
+    if "random" in sys.modules:  # forked without Python's at-fork reseed: not the zygote's stream (nor the judge's)
+        sys.modules["random"].seed()
     try:
         code = compile(req["candidate"], "<candidate>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:

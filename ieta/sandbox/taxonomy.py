@@ -24,12 +24,13 @@ def bucket(exception: str | None) -> str | None:
     return _ALIASES.get(exception, "Other")
 
 
-def outcome_of_exception(exception: str) -> str:
-    """Outcome class for a sample whose first failure raised ``exception``."""
+def outcome_of_exception(exception: str, compiling: bool = False) -> str:
+    """Outcome class for a sample whose first failure raised ``exception``; ``syntax_error`` only where the program
+    did not compile (``compiling``: a SyntaxError raised by a call is the candidate's own, a runtime error)."""
     if exception == "AssertionError":
         return "failed"
     if exception in ("SyntaxError", "IndentationError", "TabError"):
-        return "syntax_error"
+        return "syntax_error" if compiling else "runtime_error"
     if exception == "MemoryError":
         return "memory_limit"
     return "runtime_error"

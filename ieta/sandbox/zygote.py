@@ -5,8 +5,10 @@ sample, that a sample can be confined.  Each sample has two processes:
 
 * the candidate's process, init of a fresh PID + mount + IPC namespace (``isolate.confine``), which
   loads the program and answers calls of the entry point (``serve.py``).  These are forked ``BURST``
-  at a time ahead of their samples and wait, confined, for their programs; a sample's process never
-  sees another's (each has its own namespaces, ``/proc``, ``/tmp`` and user namespace);
+  at a time ahead of their samples, by the spawner (``Spawner``: forked from this process before its
+  first request, so a candidate's memory holds nothing of another sample), and wait, confined, for
+  their programs; a sample's process never sees another's (each has its own namespaces, ``/proc``,
+  ``/tmp`` and user namespace);
 * the judge process, outside those namespaces, which runs the problem's helpers and rewritten test
   and calls the candidate over a pipe (``judge.py``); one serves the worker's samples in turn.
 
@@ -104,6 +106,9 @@ class Judge:
                 # no CPU rlimit: it would add up over samples; the supervisor's wall clock bounds each one
                 isolate.confine(dict(cfg, cpu_seconds=None), info, uid, 16, JUDGE_OOM, own_proc=False)
                 _child_common(cfg)
+                # a candidate that closes its call pipe must not kill the judge (its write fails, and the judge
+                # records the candidate as gone: the sample's failure, not the sandbox's)
+                signal.signal(signal.SIGPIPE, signal.SIG_IGN)
                 judge.serve(3, 4, cfg["memory_mb"] * 512)
             except BaseException:
                 pass
@@ -227,9 +232,19 @@ class Candidate:
         self.flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
         self.pid = None
 
-    def fork(self, cfg, info):
-        """Start the process (it closes every fd but its own ends as it confines itself)."""
-        self.pid = isolate.spawn(self.flags)
+    @classmethod
+    def adopt(cls, meta, fds):
+        """The zygote's side of a candidate the spawner forked: ``meta`` and its three ends (see ``Spawner``)."""
+        cand = cls.__new__(cls)
+        cand.pid, cand.uid, cand.tmp, cand.cg_name, cand.flags = meta
+        cand.out_r, cand.call_w, cand.reply_r = fds
+        cand.child_ends = ()
+        return cand
+
+    def fork(self, cfg, info, parent=0):
+        """Start the process (it closes every fd but its own ends as it confines itself); ``parent``:
+        ``isolate.CLONE_PARENT`` makes it a child of this process's parent (the spawner's zygote)."""
+        self.pid = isolate.spawn(self.flags | parent)
         if self.pid == 0:
             candidate_child(cfg, info, self.uid, *self.child_ends, self.tmp)
 
@@ -264,26 +279,113 @@ _READY = collections.deque()  # confined candidates' processes waiting for their
 _SEQ = itertools.count(1)     # names their tmp dirs and cgroups
 
 
-def _spawn(cfg, info, cg, count):
+def _fork_candidates(cfg, info, cg, count, parent=0):
     """``count`` candidates' processes: everything prepared first, then the forks back to back, so that between two
     forks this process writes (and so copies) as few pages as it can."""
     cands = [Candidate(cfg, info, next(_SEQ), cg) for _ in range(count)]
     for cand in cands:
-        cand.fork(cfg, info)
+        cand.fork(cfg, info, parent)
     for cand in cands:
         cand.close_child_ends()
     return cands
 
 
-def prespawn(cfg, info, cg):
-    """Fork the next burst of candidates' processes once none is left waiting."""
+class Spawner:
+    """The process that forks every candidate's process once the zygote serves samples.
+
+    A forked process starts as a copy of its parent's memory, and the zygote's holds what passed through it: earlier
+    samples' requests (their tests, with the expected values, their helpers and code) and responses (their output,
+    their reports), in live objects and in freed memory alike. The spawner is forked from the zygote before the
+    first request and only ever reads counts, so a candidate's memory holds no other sample's data. Its children
+    are the zygote's (``CLONE_PARENT``): the zygote waits for them, reads their status and kills them as before;
+    each burst comes over a ``SOCK_SEQPACKET`` socket as one message: their metadata and their ends (``SCM_RIGHTS``).
+    """
+
+    def __init__(self, cfg, info, cg):
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.asked = collections.deque()  # the bursts asked for and not yet received (their sizes)
+        self.pid = isolate.spawn(0)
+        if self.pid == 0:
+            try:
+                keep = sorted({child.fileno()} | ({cg} if cg is not None else set()))
+                lo = 3
+                for fd in keep:  # nothing of the zygote's pipes, nor of its judge's
+                    os.closerange(lo, fd)
+                    lo = fd + 1
+                os.closerange(lo, 65536)
+                isolate._libc.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                _serve_spawns(child, cfg, info, cg)
+            finally:
+                os._exit(0)
+        child.close()
+
+    def ask(self, count):
+        """Have ``count`` more forked (at most ``BURST``); they come while this zygote serves the samples before
+        them."""
+        self.sock.send(bytes([count]))
+        self.asked.append(count)
+
+    def receive(self):
+        """The burst asked for first (confined processes, children of this zygote); waits for it if need be."""
+        if not self.asked:
+            self.ask(1)
+        count = self.asked.popleft()
+        metas, fds, _, _ = socket.recv_fds(self.sock, 4096, 3 * count)
+        if not metas or len(fds) != 3 * count:
+            raise OSError("the spawner ended")
+        return [Candidate.adopt(meta, fds[3 * i:3 * i + 3]) for i, meta in enumerate(marshal.loads(metas))]
+
+    def close(self, cg):
+        """Discard the candidates still coming, end the spawner (it reads the end of its socket) and collect it: no
+        zombie is left to an init that may never reap it."""
+        while self.asked:
+            for cand in self.receive():
+                cand.discard(cg)
+        self.sock.close()
+        os.waitpid(self.pid, 0)
+
+
+def _serve_spawns(sock, cfg, info, cg):
+    """The spawner's loop: for each count read, fork that many candidates and hand each to the zygote."""
+    while True:
+        count = sock.recv(1)
+        if not count:
+            return
+        cands = _fork_candidates(cfg, info, cg, count[0], isolate.CLONE_PARENT)
+        ends = [fd for cand in cands for fd in (cand.out_r, cand.call_w, cand.reply_r)]
+        socket.send_fds(sock, [marshal.dumps([(c.pid, c.uid, c.tmp, c.cg_name, c.flags) for c in cands])], ends)
+        for fd in ends:
+            os.close(fd)
+
+
+_SPAWNER = [None]
+
+
+#: the spawner is asked for the next burst when this few candidates are left, ready or coming
+LOW_WATER = 2
+
+
+def _next_candidate(cfg, info, cg):
+    """A confined candidate's process for the next sample: one waiting, else the spawner's next (without a spawner:
+    the probe, before any request, or an architecture without a raw clone) one forked here."""
     if not _READY:
-        _READY.extend(_spawn(cfg, info, cg, BURST))
+        _READY.extend(_SPAWNER[0].receive() if _SPAWNER[0] is not None else _fork_candidates(cfg, info, cg, 1))
+    return _READY.popleft()
+
+
+def prespawn(cfg, info, cg):
+    """Have the next burst of candidates' processes forked: by the spawner, ahead of need (``LOW_WATER``), else here
+    once none is left waiting."""
+    if _SPAWNER[0] is not None:
+        if len(_READY) + sum(_SPAWNER[0].asked) <= LOW_WATER:
+            _SPAWNER[0].ask(BURST)
+    elif not _READY:
+        _READY.extend(_fork_candidates(cfg, info, cg, BURST))
 
 
 def supervise(req, cfg, info, cg=None):
     """Run one sample; returns the response."""
-    cand = _READY.popleft() if _READY else _spawn(cfg, info, cg, 1)[0]
+    cand = _next_candidate(cfg, info, cg)
     uid, cpid, flags, out_r, cg_name = cand.uid, cand.pid, cand.flags, cand.out_r, cand.cg_name
     rep_r, rep_w = os.pipe()
     t0 = time.monotonic()
@@ -491,8 +593,13 @@ def main():
         if why is not None:
             info["minimal_root"] = False
             info["lost"].append(f"a sample could not be confined ({why[-300:]}); fix: " + isolate.FIXES["mount"])
-    wire.write(wfd, info)
     gc.freeze()  # forked children then never walk (and copy) the zygote's objects in a collection
+    if "clone" in isolate.SYS:  # CLONE_PARENT needs the raw clone
+        _SPAWNER[0] = Spawner(cfg, info, cg)
+    else:
+        info["lost"].append(f"no raw clone on {isolate._ARCH}: candidates are forked by the zygote, so a candidate's "
+                            "memory may hold earlier samples' data (their tests included)")
+    wire.write(wfd, info)
     prespawn(cfg, info, cg)
     while True:
         try:
@@ -514,6 +621,9 @@ def main():
     reap(block=True)
     if _JUDGE[0] is not None:
         _JUDGE[0].close()
+    if _SPAWNER[0] is not None:
+        _SPAWNER[0].close(cg)
+        reap(block=True)
 
 
 if __name__ == "__main__":
