@@ -17,7 +17,7 @@ from ieta.data import Problem, load_problems
 from ieta.io import scan_jsonl, write_jsonl
 from ieta.sandbox import SandboxConfig, SandboxError, isolation_summary
 from ieta.sandbox.instrument import instrument_test, prompt_helpers
-from ieta.sandbox.report import build_record
+from ieta.sandbox.report import build_record, source_lines
 from ieta.sandbox.runner import Pool
 
 __all__ = ["SandboxConfig", "execute_samples", "load_samples", "main"]
@@ -43,7 +43,7 @@ def validate_sample(sample: object, problems: Mapping[str, Problem]) -> str | No
 
 def _request(problem: Problem, completion: str, config: SandboxConfig, trace: bool) -> tuple[dict, object]:
     candidate = problem.prompt + completion
-    offset = (candidate + "\n").count("\n")
+    offset = len(source_lines(candidate))  # the test's lines are numbered after the candidate's
     test = instrument_test(problem.test, offset)
     req = {"candidate": candidate, "helpers": prompt_helpers(problem.prompt, problem.entry_point), "test": test.code,
            "test_line_offset": offset,

@@ -100,6 +100,23 @@ def _text(v, limit):
     return v[:limit].encode("utf-8", "backslashreplace").decode("utf-8") if type(v) is str else ""
 
 
+def _holds_opaque(v, depth=0):
+    """Whether ``v`` holds a stand-in for one of the candidate's non-data answers (``Opaque``)."""
+    if type(v) is Opaque:
+        return True
+    if depth > 50 or type(v) not in _CONTAINERS:
+        return False
+    items = [x for kv in v.items() for x in kv] if type(v) is dict else v
+    return any(_holds_opaque(x, depth + 1) for x in items)
+
+
+def _name(v, default=""):
+    """A name the candidate reports (an exception class, a function, a variable): an identifier, or ``<module>``
+    and the like, else ``default``; nothing else, so no name can carry text into a feedback prompt."""
+    return v if type(v) is str and len(v) <= 100 and (v.isidentifier() or (
+        v[:1] == "<" and v[-1:] == ">" and v[1:-1].isidentifier())) else default
+
+
 def _line(v):
     """A line number from the candidate's process, or None when it cannot be one (an int of 5000 digits, say)."""
     return v if type(v) is int and 0 <= v < 1 << 31 else None
@@ -111,8 +128,8 @@ def clean_record(rec, where=None):
     frames = []
     for f in rec.get("frames", [])[:12] if isinstance(rec.get("frames"), list) else []:
         if isinstance(f, (tuple, list)) and len(f) == 3 and _line(f[2]) is not None and f[0] in ("<candidate>", "..."):
-            frames.append((f[0], _text(f[1], 100), f[2]))
-    out = {"exception": _text(rec.get("exception"), 100) or "Exception", "message": _text(rec.get("message"), 500),
+            frames.append((f[0], _name(f[1], "<unknown>"), f[2]))
+    out = {"exception": _name(rec.get("exception"), "Exception"), "message": _text(rec.get("message"), 500),
            "frames": frames}
     if _line(rec.get("line")) is not None:
         out["line"] = rec["line"]
@@ -148,9 +165,9 @@ def clean_trace(events, repr_chars):
     for ev in events if isinstance(events, list) else []:
         if not isinstance(ev, dict) or _line(ev.get("line")) is None:
             continue
-        item = {"line": ev["line"], "function": _text(ev.get("function"), 100)}
+        item = {"line": ev["line"], "function": _name(ev.get("function"), "<unknown>")}
         if isinstance(ev.get("locals"), dict):
-            item["locals"] = {_text(k, 100): _text(v, repr_chars) for k, v in list(ev["locals"].items())[:8]}
+            item["locals"] = {_name(k): _text(v, repr_chars) for k, v in list(ev["locals"].items())[:8] if _name(k)}
         for key in ("return", "exception"):
             if key in ev:
                 item[key] = _text(ev[key], repr_chars)
@@ -166,7 +183,7 @@ def serve(sock_fd, jobs_fd, memory_kb):
     that hit a resource error here, or once memory grows, this process ends and the zygote starts a fresh one.
     """
     sock = socket.socket(fileno=sock_fd)
-    for _ in range(MAX_SAMPLES):
+    for i in range(MAX_SAMPLES):
         try:
             _, fds, _, _ = socket.recv_fds(sock, 1, 3)
             body = wire.read_body(jobs_fd, 1 << 30)
@@ -174,12 +191,12 @@ def serve(sock_fd, jobs_fd, memory_kb):
             break
         if body is None or len(fds) != 3:
             break
-        try:
-            healthy = run(marshal.loads(body), *fds)  # from the zygote (trusted): holds code objects
+        try:  # the request is from the zygote (trusted): it holds code objects
+            fit = run(marshal.loads(body), *fds, last=i == MAX_SAMPLES - 1, memory_kb=memory_kb)
         finally:
             for fd in fds:
                 os.close(fd)
-        if not healthy or _rss_kb() > memory_kb:
+        if not fit:
             break
     os._exit(0)
 
@@ -192,8 +209,11 @@ def _rss_kb():
         return 0
 
 
-def run(req, reply_fd, call_fd, report_fd):
-    """Judge one sample and stream the report; returns whether this process is fit for another sample."""
+def run(req, reply_fd, call_fd, report_fd, last=False, memory_kb=None):
+    """Judge one sample and stream the report; returns whether this process is fit for another sample (not after a
+    candidate broke the protocol, a resource error, memory above ``memory_kb`` or the ``last`` sample). The report's
+    ``done`` says so (``retire``), so the zygote replaces this process before the next sample instead of handing it
+    to one that is ending."""
     # the test's random draws (``import random`` is this module): from the OS for each sample, so no candidate can
     # know them (every process here starts as a fork of the zygote, without Python's at-fork reseed)
     random.seed()
@@ -232,8 +252,8 @@ def run(req, reply_fd, call_fd, report_fd):
             if type(msg) is not tuple or len(msg) != 2 or type(msg[0]) is not str:
                 state["gone"] = ("garbage", "the candidate's process sent a message that is not (kind, value)")
                 raise CandidateGone()
-            if msg[0] == "trace":
-                events = clean_trace(msg[1], repr_chars)[:max(0, max_events - state["traced"])]
+            if msg[0] == "trace":  # only a traced run has them: elsewhere they are the candidate's forgeries
+                events = clean_trace(msg[1], repr_chars)[:max(0, max_events - state["traced"])] if req["trace"] else []
                 if events:
                     state["traced"] += len(events)
                     emit("trace", events)
@@ -246,6 +266,8 @@ def run(req, reply_fd, call_fd, report_fd):
         try:
             body = marshal.dumps(("call", args, kwargs), 2)
         except ValueError:
+            if _holds_opaque((args, kwargs)):  # the candidate's own non-data answer, passed back to it
+                raise Untrusted("the test passed the candidate's own non-data answer back to it") from None
             state["gone"] = ("unsendable", "the test passed an argument that is not plain data")
             raise Unsendable() from None
         if pending and time.monotonic() - flushed[0] > FLUSH_S:  # the call may hang: report progress first
@@ -350,6 +372,9 @@ def run(req, reply_fd, call_fd, report_fd):
             errored = True
     if state["gone"] is not None:
         emit(*state["gone"])
+    fit = (state["gone"] is None and not state["resource"] and not last
+           and (memory_kb is None or _rss_kb() <= memory_kb))
     emit("done", {"asserts_passed": len(passed - failed),
-                  "clean": not errored and state["first"] is None and not failed and state["gone"] is None})
-    return state["gone"] is None and not state["resource"]
+                  "clean": not errored and state["first"] is None and not failed and state["gone"] is None,
+                  "retire": not fit})
+    return fit

@@ -7,6 +7,7 @@ writes to the report.  Anything unreadable gives a ``sandbox_error`` record, nev
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 from ieta.sandbox import wire
@@ -28,19 +29,30 @@ def parse_report(raw: bytes) -> list[tuple[str, object]]:
     return events
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def source_lines(text: str) -> list[str]:
+    """``text``'s lines as Python numbers them (``\r``, ``\r\n`` and ``\n`` each end one)."""
+    return _LINE_BREAK.split(text)
+
+
 def _program_lines(candidate: str, test: str, entry_point: str) -> list[str]:
-    return (candidate + "\n" + test + "\n" + f"check({entry_point})").split("\n")
+    return source_lines(candidate + "\n" + test + "\n" + f"check({entry_point})")
 
 
 def _src(lines: list[str], n: int | None) -> str | None:
     return lines[n - 1].strip() if n and 0 < n <= len(lines) else None
 
 
-def _exception_fields(info: dict, lines: list[str], test: InstrumentedTest) -> dict:
+def _exception_fields(info: dict, lines: list[str], test: InstrumentedTest, own: int) -> dict:
+    """``own``: the candidate's own lines (the first ``own`` of ``lines``). A line the candidate's process reports (a
+    frame's, a SyntaxError's) is shown only within them: past them lies the hidden test."""
     frames = [f for f in info.get("frames", []) if f[0] in ("<candidate>", "...")]
-    tb = [f'  File "<candidate>", line {ln}, in {fn}\n    {_src(lines, ln) or ""}' if name != "..." else f"  ... {fn}"
-          for name, fn, ln in frames]
-    line = frames[-1][2] if frames else info.get("line")
+    mine = (lambda n: n if n and n <= own else None)  # noqa: E731
+    tb = [f'  File "<candidate>", line {ln}, in {fn}\n    {_src(lines, mine(ln)) or ""}' if name != "..."
+          else f"  ... {fn}" for name, fn, ln in frames]
+    line = mine(frames[-1][2] if frames else info.get("line"))
     idx = info.get("assert")
     if not line and idx is not None and idx < len(test.assert_lines):
         line = test.assert_lines[idx]
@@ -113,7 +125,7 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
     if not resp["confined"]:  # written before any candidate code runs, so the candidate cannot fake its absence
         return sandbox_error(test, "the candidate's process could not be confined: " + tail[-300:].strip())
     if failure is not None:
-        rec.update(_exception_fields(failure, lines, test))
+        rec.update(_exception_fields(failure, lines, test, len(source_lines(candidate))))
         rec["outcome"] = outcome_of_exception(failure["exception"], failure.get("phase") == "compile")
     elif done is not None and done["clean"] and not resp["timed_out"]:
         rec.update(passed=True, outcome="passed", error_type=None)

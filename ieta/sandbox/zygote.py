@@ -423,8 +423,13 @@ def supervise(req, cfg, info, cg=None):
     if timed_out:  # it may be stuck on the candidate's answer: start a fresh one next time
         _JUDGE[0].close()
         _JUDGE[0] = None
-    kinds = _kinds(report)
+    kinds, done = _kinds(report)
     jstatus = 0 if "done" in kinds else -1
+    if (done is None or done.get("retire")) and _JUDGE[0] is not None and not timed_out:
+        # it ends after this sample (or it ended): replace it now, so that no next sample is handed to a judge
+        # that is exiting (its report would be empty: a sandbox_error that was another sample's doing)
+        _JUDGE[0].close()
+        _JUDGE[0] = None
     done, cstatus, ru = os.wait4(cpid, os.WNOHANG)
     if done or not flags or "gone" in kinds:  # its own end is part of the verdict: wait for it
         _kill(cpid)
@@ -457,11 +462,13 @@ def supervise(req, cfg, info, cg=None):
 
 
 def _kinds(report):
-    """The event kinds in the judge's report (it is not the candidate's)."""
+    """The event kinds in the judge's report (it is not the candidate's) and its ``done`` payload (None: none)."""
     try:
-        return {wire.loads(body)[0] for body in wire.frames(bytes(report))}
-    except (wire.BadData, TypeError, IndexError):
-        return set()
+        events = [wire.loads(body) for body in wire.frames(bytes(report))]
+        done = next((e[1] for e in events if e[0] == "done" and isinstance(e[1], dict)), None)
+        return {e[0] for e in events}, done
+    except (wire.BadData, TypeError, IndexError, KeyError):
+        return set(), None
 
 
 _PENDING = []  # (pid or None, cgroup name or None, cgroup fd): killed candidates still being torn down
@@ -526,7 +533,7 @@ def probe(cfg, info, cg):
            "slot": cfg["slot"]}
     resp = supervise(req, cfg, info, cg)
     events = [wire.loads(b) for b in wire.frames(resp["report"])]
-    if ("done", {"asserts_passed": 1, "clean": True}) in events:
+    if any(k == "done" and p.get("asserts_passed") == 1 and p.get("clean") is True for k, p in events):
         return None
     text = (resp["out_head"] + resp["out_tail"]).decode("utf-8", "replace").strip()
     return text or f"probe sample failed (status {resp['status']}, judge {resp['judge_status']})"
