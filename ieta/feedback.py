@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 from ieta.data import Problem
+from ieta.sandbox.report import source_lines
 
 MODES = ("trace", "tests", "none")
 #: characters kept of one candidate-written string (a message, a value, a line)
@@ -29,12 +31,24 @@ MAX_TRACE_LINES = 8
 MAX_LOCALS = 6
 
 
+#: what a JSON string may hold raw that would still act once the prompt is built: ``<`` opens the text of a special
+#: token (``<|im_end|>``, ``<tool_call>``), which the tokenizer turns into the token itself; U+2028, U+2029 and U+0085
+#: end a line for ``str.splitlines`` (a completion-format prompt comments each line). All escaped, as JSON allows.
+_UNSAFE = re.compile("[<\u2028\u2029\x85]")
+
+
+def as_data(value: object) -> str:
+    """``value`` JSON-encoded on one line, with nothing in it that a tokenizer or a line split reads as more than text:
+    the one way candidate-written text enters a prompt (feedback here, the AI judge's prompt in ``ieta.rewards``)."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+
+
 def quote(value: object, limit: int = MAX_CHARS) -> str:
-    """``value`` as a JSON string literal, truncated to ``limit`` characters (the cut is marked)."""
+    """``value`` as a JSON string literal (``as_data``), truncated to ``limit`` characters (the cut is marked)."""
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
         text = text[:limit] + f"...[{len(text) - limit} more chars]"
-    return json.dumps(text, ensure_ascii=False)
+    return as_data(text)
 
 
 def public_asserts(problem: Problem) -> list[str]:
@@ -51,7 +65,8 @@ def public_asserts(problem: Problem) -> list[str]:
 
 
 def _source(problem: Problem, record: dict) -> list[str]:
-    return (problem.prompt + record.get("completion", "")).splitlines()
+    """The program's lines as Python numbers them (the record's line numbers)."""
+    return source_lines(problem.prompt + record.get("completion", ""))
 
 
 def _tests_lines(problem: Problem, record: dict) -> list[str]:

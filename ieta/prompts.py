@@ -17,6 +17,22 @@ COMPLETION_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n
 _TOP_LEVEL_KEEP = ("def ", "async def ", "class ", "import ", "from ", "@", "#", ")", "]", "}")
 
 
+#: U+2060 (word joiner) put after the first character of a special token's text that a candidate wrote
+_JOINER = "\u2060"
+
+
+def inert(text: str, tokenizer) -> str:
+    """``text`` (a completion: the model's or a candidate's code, quoted into a later prompt) with the text of every
+    added or special token of ``tokenizer`` (``<|im_end|>``, ``<tool_call>``, ...) broken by a word joiner after its
+    first character, so that tokenizing the prompt reads it as text: else a completion could close the framework's
+    turn and open one of its own. Text without such tokens is returned unchanged."""
+    vocab = getattr(tokenizer, "get_added_vocab", None)
+    for token in sorted(vocab() if vocab is not None else (), key=len, reverse=True):
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + _JOINER + token[1:])
+    return text
+
+
 def user_turn(problem: Problem) -> str:
     return f"{INSTRUCTION}\n\n```python\n{problem.prompt}```"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
-from ieta.prompts import build_prompt, extract_completion, stop_strings, user_turn
+from ieta.prompts import build_prompt, extract_completion, inert, stop_strings, user_turn
 
 #: the user turn before the feedback, per feedback mode
 REVISE_INSTRUCTION = {
@@ -36,6 +36,7 @@ def build_revision_prompt(problem: Problem, history: list[tuple[str, str]], toke
     """The prompt of the next turn after ``history``: ``[(completion, feedback_text), ...]``, oldest first."""
     if not history:
         return build_prompt(problem, tokenizer, prompt_format)
+    history = [(inert(completion, tokenizer), fb) for completion, fb in history]  # no token of its own in the text
     if prompt_format == "completion":
         text = ""
         for completion, fb in history:

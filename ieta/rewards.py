@@ -20,8 +20,9 @@ import torch
 from ieta.canaries import CanaryMonitor
 from ieta.data import Problem
 from ieta.execute import SandboxConfig, execute_samples
+from ieta.feedback import as_data
 from ieta.metrics import SANDBOX_ERROR
-from ieta.prompts import extract_completion
+from ieta.prompts import extract_completion, inert
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _truncated(value, limit: int):
 def _quoted(value, limit: int) -> str:
     """A candidate-written value as data: truncated, then JSON-encoded on one line (every string in quotes, newlines
     and backticks escaped, so it can neither leave its quotes nor close a fence)."""
-    return json.dumps(_truncated(value, limit), ensure_ascii=False).replace("`", "\\u0060")
+    return as_data(_truncated(value, limit)).replace("`", "\\u0060")
 
 
 def _code_block(code: str) -> str:
@@ -170,7 +171,7 @@ class Judge:
         self.settings, self.model, self.tokenizer, self.stats = settings, model, tokenizer, JudgeStats()
 
     def prompt(self, problem: Problem, code: str, record: dict) -> str:
-        code = (problem.prompt + code)[-self.settings.max_code_chars:]
+        code = inert((problem.prompt + code)[-self.settings.max_code_chars:], self.tokenizer)
         user = (f"Problem and candidate solution:\n{_code_block(code)}\n\nTest results:\n"
                 f"{_test_results(record, self.settings)}\n\n{JUDGE_INSTRUCTION}")
         if getattr(self.tokenizer, "chat_template", None):

@@ -110,11 +110,14 @@ def _holds_opaque(v, depth=0):
     return any(_holds_opaque(x, depth + 1) for x in items)
 
 
+#: the names Python gives code that has none (a name like ``<tool_call>`` would be a special token in a prompt)
+_SYNTHETIC = frozenset({"<module>", "<lambda>", "<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+
+
 def _name(v, default=""):
-    """A name the candidate reports (an exception class, a function, a variable): an identifier, or ``<module>``
-    and the like, else ``default``; nothing else, so no name can carry text into a feedback prompt."""
-    return v if type(v) is str and len(v) <= 100 and (v.isidentifier() or (
-        v[:1] == "<" and v[-1:] == ">" and v[1:-1].isidentifier())) else default
+    """A name the candidate reports (an exception class, a function, a variable): an identifier, or one of Python's
+    own ``<module>``-like names, else ``default``; nothing else, so no name can carry text into a feedback prompt."""
+    return v if type(v) is str and len(v) <= 100 and (v.isidentifier() or v in _SYNTHETIC) else default
 
 
 def _line(v):
