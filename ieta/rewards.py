@@ -150,7 +150,7 @@ def _test_results(record: dict, settings: JudgeSettings) -> str:
         lines.append(f"error type: {record['error_type']}; line: {record.get('line')}")
         lines.append(f"error message (candidate output): {_quoted(record.get('message') or '', limit)}")
         if record.get("source_line"):
-            lines.append(f"failing source line (candidate code): {_quoted(record['source_line'], limit)}")
+            lines.append(f"failing source line: {_quoted(record['source_line'], limit)}")
     if ff := record.get("first_failure"):
         lines.append(f"first failing assert (test code): {_quoted(ff.get('assert', ''), limit)}")
         lines.append(f"expected: {_quoted(ff.get('expected'), limit)}; actual (candidate value): "
