@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 
 from ieta.data import Problem
 from ieta.sandbox.report import source_lines
@@ -31,16 +30,16 @@ MAX_TRACE_LINES = 8
 MAX_LOCALS = 6
 
 
-#: what a JSON string may hold raw that would still act once the prompt is built: ``<`` opens the text of a special
-#: token (``<|im_end|>``, ``<tool_call>``), which the tokenizer turns into the token itself; U+2028, U+2029 and U+0085
-#: end a line for ``str.splitlines`` (a completion-format prompt comments each line). All escaped, as JSON allows.
-_UNSAFE = re.compile("[<\u2028\u2029\x85]")
 
 
 def as_data(value: object) -> str:
-    """``value`` JSON-encoded on one line, with nothing in it that a tokenizer or a line split reads as more than text:
-    the one way candidate-written text enters a prompt (feedback here, the AI judge's prompt in ``ieta.rewards``)."""
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+    """``value`` JSON-encoded on one line, in ASCII, with nothing in it that a tokenizer, its normalizer or a line split
+    reads as more than text: the one way candidate-written text enters a prompt (feedback here, the AI judge's prompt
+    in ``ieta.rewards``). ``<`` is escaped too: it opens the text of a special token (``<|im_end|>``, ``<tool_call>``),
+    which the tokenizer turns into the token itself; every non-ASCII character is (``ensure_ascii``): U+2028, U+2029
+    and U+0085 end a line for ``str.splitlines`` (a completion-format prompt comments each line), and a normalizer
+    turns U+1FEF into a backtick."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def quote(value: object, limit: int = MAX_CHARS) -> str:

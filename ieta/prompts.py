@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from ieta.data import Problem
 
@@ -15,6 +16,16 @@ CHAT_STOP = ["```", "\nif __name__", "\n# Example usage", "\n# Test"]
 #: Codex-paper stop sequences for plain completion of base models.
 COMPLETION_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\nassert "]
 _TOP_LEVEL_KEEP = ("def ", "async def ", "class ", "import ", "from ", "@", "#", ")", "]", "}")
+
+
+_BACKTICKS = re.compile(r"`{3,}")
+
+
+def fence_for(code: str) -> str:
+    """A markdown fence that no run of backticks in ``code`` can close: longer than the longest, counted after NFKC
+    normalization (tokenizers normalize: U+1FEF GREEK VARIA becomes a backtick under NFC). Three for ordinary code."""
+    runs = _BACKTICKS.findall(unicodedata.normalize("NFKC", code))
+    return "`" * max(3, 1 + max(map(len, runs), default=0))
 
 
 #: U+2060 (word joiner) put after the first character of a special token's text that a candidate wrote

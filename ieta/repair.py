@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ieta.config import SamplerConfig
 from ieta.data import Problem
-from ieta.prompts import build_prompt, extract_completion, inert, stop_strings, user_turn
+from ieta.prompts import build_prompt, extract_completion, fence_for, inert, stop_strings, user_turn
 
 #: the user turn before the feedback, per feedback mode
 REVISE_INSTRUCTION = {
@@ -28,7 +28,8 @@ def revision_request(feedback_text: str, mode: str) -> str:
 
 
 def _attempt_message(problem: Problem, completion: str) -> dict:
-    return {"role": "assistant", "content": f"```python\n{problem.prompt}{completion}```"}
+    fence = fence_for(problem.prompt + completion)  # ``` unless the attempt holds a run of them
+    return {"role": "assistant", "content": f"{fence}python\n{problem.prompt}{completion}{fence}"}
 
 
 def build_revision_prompt(problem: Problem, history: list[tuple[str, str]], tokenizer, prompt_format: str,

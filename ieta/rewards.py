@@ -22,7 +22,7 @@ from ieta.data import Problem
 from ieta.execute import SandboxConfig, execute_samples
 from ieta.feedback import as_data
 from ieta.metrics import SANDBOX_ERROR
-from ieta.prompts import extract_completion, inert
+from ieta.prompts import extract_completion, fence_for, inert
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ def execution_score(record: dict, settings: ExecutionRewardSettings) -> float:
 #: The one parse rule: the answer line (the prefilled ``SCORE:`` line) holds an integer 0-10 and nothing else.
 _ANSWER = re.compile(r"SCORE:[ \t]*(\d{1,2})[ \t]*")
 #: Fences of the code block are made longer than any backtick run inside it (CommonMark), so code cannot close it.
-_BACKTICKS = re.compile(r"`{3,}")
 
 
 def parse_judge_score(text: str) -> float | None:
@@ -136,7 +135,7 @@ def _quoted(value, limit: int) -> str:
 
 
 def _code_block(code: str) -> str:
-    fence = "`" * max(3, 1 + max((len(m) for m in _BACKTICKS.findall(code)), default=0))
+    fence = fence_for(code)
     return f"{fence}python\n{code.rstrip(chr(10))}\n{fence}"
 
 

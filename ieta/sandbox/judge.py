@@ -133,7 +133,7 @@ def clean_record(rec, where=None):
         if isinstance(f, (tuple, list)) and len(f) == 3 and _line(f[2]) is not None and f[0] in ("<candidate>", "..."):
             frames.append((f[0], _name(f[1], "<unknown>"), f[2]))
     out = {"exception": _name(rec.get("exception"), "Exception"), "message": _text(rec.get("message"), 500),
-           "frames": frames}
+           "frames": frames, "raised": "candidate"}  # by the candidate's code: its name is the candidate's to choose
     if _line(rec.get("line")) is not None:
         out["line"] = rec["line"]
     if where is not None:

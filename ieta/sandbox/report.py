@@ -126,7 +126,8 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
         return sandbox_error(test, "the candidate's process could not be confined: " + tail[-300:].strip())
     if failure is not None:
         rec.update(_exception_fields(failure, lines, test, len(source_lines(candidate))))
-        rec["outcome"] = outcome_of_exception(failure["exception"], failure.get("phase") == "compile")
+        rec["outcome"] = outcome_of_exception(failure["exception"], failure.get("phase") == "compile",
+                                              failure.get("raised") == "candidate")
     elif done is not None and done["clean"] and not resp["timed_out"]:
         rec.update(passed=True, outcome="passed", error_type=None)
         return rec
@@ -150,5 +151,7 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
         rec.update(outcome="crashed", exception="Exit", message=gone[1])
     else:
         return sandbox_error(test, f"the judge ended without a verdict (status {jstatus})")
-    rec["error_type"] = "Timeout" if rec["outcome"] == "timeout" else bucket(rec["exception"]) or "Other"
+    # the Timeout bucket is the sandbox's own verdict, never an exception's name
+    rec["error_type"] = "Timeout" if rec["outcome"] == "timeout" else (bucket(rec["exception"]) or "Other").replace(
+        "Timeout", "Other")
     return rec

@@ -24,11 +24,13 @@ def bucket(exception: str | None) -> str | None:
     return _ALIASES.get(exception, "Other")
 
 
-def outcome_of_exception(exception: str, compiling: bool = False) -> str:
+def outcome_of_exception(exception: str, compiling: bool = False, by_candidate: bool = False) -> str:
     """Outcome class for a sample whose first failure raised ``exception``; ``syntax_error`` only where the program
-    did not compile (``compiling``: a SyntaxError raised by a call is the candidate's own, a runtime error)."""
+    did not compile (``compiling``: a SyntaxError raised by a call is the candidate's own, a runtime error), and
+    ``failed`` only for the test's own failed check (``by_candidate``: an AssertionError the candidate's code raised,
+    its own assert or a name it chose, is a runtime error: else any crash could pass as the mildest failure)."""
     if exception == "AssertionError":
-        return "failed"
+        return "runtime_error" if by_candidate else "failed"
     if exception in ("SyntaxError", "IndentationError", "TabError"):
         return "syntax_error" if compiling else "runtime_error"
     if exception == "MemoryError":
