@@ -361,8 +361,10 @@ def _serve_spawns(sock, cfg, info, cg):
 _SPAWNER = [None]
 
 
-#: the spawner is asked for the next burst when this few candidates are left, ready or coming
-LOW_WATER = 2
+#: the spawner is asked for the next burst when this few candidates are left, ready or coming: none, so that no
+#: more processes wait than one burst (as an ordinary user every worker's samples share one uid, whose process count
+#: is what the sample's process limit counts; with 2 the waiting ones left a sample's fork EAGAIN)
+LOW_WATER = 0
 
 
 def _next_candidate(cfg, info, cg):
