@@ -30,8 +30,6 @@ MAX_TRACE_LINES = 8
 MAX_LOCALS = 6
 
 
-
-
 def as_data(value: object) -> str:
     """``value`` JSON-encoded on one line, in ASCII, with nothing in it that a tokenizer, its normalizer or a line split
     reads as more than text: the one way candidate-written text enters a prompt (feedback here, the AI judge's prompt

@@ -99,7 +99,6 @@ def execution_score(record: dict, settings: ExecutionRewardSettings) -> float:
 
 #: The one parse rule: the answer line (the prefilled ``SCORE:`` line) holds an integer 0-10 and nothing else.
 _ANSWER = re.compile(r"SCORE:[ \t]*(\d{1,2})[ \t]*")
-#: Fences of the code block are made longer than any backtick run inside it (CommonMark), so code cannot close it.
 
 
 def parse_judge_score(text: str) -> float | None:

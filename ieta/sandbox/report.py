@@ -151,7 +151,5 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
         rec.update(outcome="crashed", exception="Exit", message=gone[1])
     else:
         return sandbox_error(test, f"the judge ended without a verdict (status {jstatus})")
-    # the Timeout bucket is the sandbox's own verdict, never an exception's name
-    rec["error_type"] = "Timeout" if rec["outcome"] == "timeout" else (bucket(rec["exception"]) or "Other").replace(
-        "Timeout", "Other")
+    rec["error_type"] = "Timeout" if rec["outcome"] == "timeout" else bucket(rec["exception"]) or "Other"
     return rec

@@ -16,10 +16,11 @@ _ALIASES = {"UnboundLocalError": "NameError", "IndentationError": "SyntaxError",
 
 
 def bucket(exception: str | None) -> str | None:
-    """The report bucket of an exception class name; ``None`` stays ``None`` (passed)."""
+    """The report bucket of an exception class name; ``None`` stays ``None`` (passed). ``Timeout`` is the sandbox's
+    own bucket (the outcome ``timeout``), never an exception's: a candidate names its exceptions."""
     if not exception:
         return None
-    if exception in BUCKETS:
+    if exception in BUCKETS and exception != "Timeout":
         return exception
     return _ALIASES.get(exception, "Other")
 

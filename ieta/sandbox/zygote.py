@@ -303,7 +303,7 @@ class Spawner:
 
     def __init__(self, cfg, info, cg):
         self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.asked = collections.deque()  # the bursts asked for and not yet received (their sizes)
+        self.asked = 0  # the size of the burst asked for and not yet received (one at a time)
         self.pid = isolate.spawn(0)
         if self.pid == 0:
             try:
@@ -320,16 +320,15 @@ class Spawner:
         child.close()
 
     def ask(self, count):
-        """Have ``count`` more forked (at most ``BURST``); they come while this zygote serves the samples before
-        them."""
+        """Have ``count`` more forked (at most ``BURST``); they come while this zygote serves a sample."""
         self.sock.send(bytes([count]))
-        self.asked.append(count)
+        self.asked = count
 
     def receive(self):
-        """The burst asked for first (confined processes, children of this zygote); waits for it if need be."""
+        """The burst asked for (confined processes, children of this zygote); waits for it if need be."""
         if not self.asked:
             self.ask(1)
-        count = self.asked.popleft()
+        count, self.asked = self.asked, 0
         metas, fds, _, _ = socket.recv_fds(self.sock, 4096, 3 * count)
         if not metas or len(fds) != 3 * count:
             raise OSError("the spawner ended")
@@ -338,7 +337,7 @@ class Spawner:
     def close(self, cg):
         """Discard the candidates still coming, end the spawner (it reads the end of its socket) and collect it: no
         zombie is left to an init that may never reap it."""
-        while self.asked:
+        if self.asked:
             for cand in self.receive():
                 cand.discard(cg)
         self.sock.close()
@@ -361,12 +360,6 @@ def _serve_spawns(sock, cfg, info, cg):
 _SPAWNER = [None]
 
 
-#: the spawner is asked for the next burst when this few candidates are left, ready or coming: none, so that no
-#: more processes wait than one burst (as an ordinary user every worker's samples share one uid, whose process count
-#: is what the sample's process limit counts; with 2 the waiting ones left a sample's fork EAGAIN)
-LOW_WATER = 0
-
-
 def _next_candidate(cfg, info, cg):
     """A confined candidate's process for the next sample: one waiting, else the spawner's next (without a spawner:
     the probe, before any request, or an architecture without a raw clone) one forked here."""
@@ -376,13 +369,16 @@ def _next_candidate(cfg, info, cg):
 
 
 def prespawn(cfg, info, cg):
-    """Have the next burst of candidates' processes forked: by the spawner, ahead of need (``LOW_WATER``), else here
-    once none is left waiting."""
-    if _SPAWNER[0] is not None:
-        if len(_READY) + sum(_SPAWNER[0].asked) <= LOW_WATER:
-            _SPAWNER[0].ask(BURST)
-    elif not _READY:
+    """Have the next burst of candidates' processes forked once none is left, ready or coming: by the spawner (while
+    this zygote serves), else here. Never more than one burst waits: as an ordinary user every worker's samples share
+    one uid, whose process count the sample's process limit counts (asked for with 2 still waiting, a sample's fork
+    got EAGAIN)."""
+    if _READY:
+        return
+    if _SPAWNER[0] is None:
         _READY.extend(_fork_candidates(cfg, info, cg, BURST))
+    elif not _SPAWNER[0].asked:
+        _SPAWNER[0].ask(BURST)
 
 
 def supervise(req, cfg, info, cg=None):
@@ -422,14 +418,12 @@ def supervise(req, cfg, info, cg=None):
             elif len(report) < 8 * 1024 * 1024:
                 report += data
     duration = time.monotonic() - t0
-    if timed_out:  # it may be stuck on the candidate's answer: start a fresh one next time
-        _JUDGE[0].close()
-        _JUDGE[0] = None
     kinds, done = _kinds(report)
     jstatus = 0 if "done" in kinds else -1
-    if (done is None or done.get("retire")) and _JUDGE[0] is not None and not timed_out:
-        # it ends after this sample (or it ended): replace it now, so that no next sample is handed to a judge
-        # that is exiting (its report would be empty: a sandbox_error that was another sample's doing)
+    if timed_out or done is None or done.get("retire"):
+        # timed out, it may be stuck on the candidate's answer; else it ends after this sample (or it ended): replace
+        # it now, so that no next sample is handed to a judge that is exiting (its report would be empty: a
+        # sandbox_error that was another sample's doing)
         _JUDGE[0].close()
         _JUDGE[0] = None
     done, cstatus, ru = os.wait4(cpid, os.WNOHANG)
