@@ -23,14 +23,13 @@ batch's records, skip reward for ``monitor.is_canary(task_id)``, and ``monitor.w
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ieta.data import Problem
-from ieta.io import ENCODING_ERRORS, write_json
+from ieta.io import append_jsonl, write_json
 from ieta.metrics import SANDBOX_ERROR
 
 log = logging.getLogger(__name__)
@@ -103,9 +102,8 @@ class CanaryMonitor:
             log.warning("SANDBOX ESCAPE: a completion passed canary %s, whose tests no honest code can pass "
                         "(step %s); saved to %s", task_id, step, self.out_dir and self.out_dir / HACK_FILE)
             if self.out_dir is not None:
-                with open(self.out_dir / HACK_FILE, "a", encoding="utf-8", errors=ENCODING_ERRORS) as f:
-                    f.write(json.dumps({"step": step, "task_id": task_id, "completion": code, "record": record},
-                                       ensure_ascii=False, default=str) + "\n")
+                append_jsonl(self.out_dir / HACK_FILE,
+                             [{"step": step, "task_id": task_id, "completion": code, "record": record}])
 
     def stats(self) -> dict:
         rate = self.passes / self.completions if self.completions else None

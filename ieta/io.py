@@ -107,6 +107,12 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Append ``records`` to ``path``, one JSON line each (a value JSON cannot hold is written as its ``str``)."""
+    with open(path, "a", encoding="utf-8", errors=ENCODING_ERRORS) as f:
+        f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+
+
 def scan_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, dict | None, str | None]]:
     """Yield ``("file:line", record, None)`` or ``("file:line", None, error)`` per non-blank line (``.gz`` too)."""
     opener = gzip.open if str(path).endswith(".gz") else open

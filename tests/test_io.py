@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ieta.io import OutputDirError, atomic_path, atomic_write_text, check_writable
+from ieta.io import OutputDirError, append_jsonl, atomic_path, atomic_write_text, check_writable, read_jsonl
 
 
 @pytest.fixture
@@ -67,3 +67,10 @@ def test_unwritable_output_dir_is_named_with_the_fix(tmp_path):
         check_writable(tmp_path / "file" / "run")
     with pytest.raises(OutputDirError, match="not a writable directory"):
         atomic_write_text(tmp_path / "file" / "metrics.json", "{}")
+
+
+def test_appended_lines_keep_what_came_before_and_survive_a_lone_surrogate(tmp_path):
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, [{"a": 1}])
+    append_jsonl(path, [{"code": "x = '\ud800'", "when": tmp_path}, {"b": "é"}])
+    assert read_jsonl(path) == [{"a": 1}, {"code": "x = '\ud800'", "when": str(tmp_path)}, {"b": "é"}]

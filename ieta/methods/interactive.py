@@ -27,7 +27,7 @@ from ieta.config import RunConfig, check_block, parse_block
 from ieta.data import Problem, public_problem
 from ieta.execute import SandboxConfig, execute_samples
 from ieta.feedback import MODES, feedback
-from ieta.io import ENCODING_ERRORS
+from ieta.io import append_jsonl
 from ieta.methods.base import Method
 from ieta.metrics import SANDBOX_ERROR
 from ieta.prompts import build_prompt, extract_completion
@@ -194,8 +194,7 @@ class Episodes:
                 log_metric("interactive/first_pass_rate", sum(r["first_passed"] for r in judged) / len(judged))
                 log_metric("interactive/turns_mean", sum(len(r["turns"]) for r in judged) / len(judged))
         if self.out_dir is not None:
-            with open(self.out_dir / ROLLOUTS_FILE, "a", encoding="utf-8", errors=ENCODING_ERRORS) as f:
-                f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+            append_jsonl(self.out_dir / ROLLOUTS_FILE, rows)
         return rewards
 
 

@@ -37,8 +37,10 @@ def source_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text)
 
 
-def _program_lines(candidate: str, test: str, entry_point: str) -> list[str]:
-    return source_lines(candidate + "\n" + test + "\n" + f"check({entry_point})")
+def _program_lines(own: list[str], test: str, entry_point: str) -> list[str]:
+    """The program's lines: the candidate's ``own``, then the test's (numbered after them, as the judge reports
+    them), then the call of ``check``."""
+    return own + source_lines(test) + [f"check({entry_point})"]
 
 
 def _src(lines: list[str], n: int | None) -> str | None:
@@ -103,7 +105,8 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
     bad = [k for k, t in _RESPONSE.items() if not isinstance(resp.get(k), t)]
     if bad:
         raise ValueError(f"malformed supervisor response (fields {bad})")
-    lines = _program_lines(candidate, test_src, entry_point)
+    own = source_lines(candidate)
+    lines = _program_lines(own, test_src, entry_point)
     rec = _blank(test)
     events = parse_report(resp["report"])
     tail = _decode(resp["out_tail"] or resp["out_head"])
@@ -125,7 +128,7 @@ def _verdict(resp, candidate, test_src, entry_point, test, config):
     if not resp["confined"]:  # written before any candidate code runs, so the candidate cannot fake its absence
         return sandbox_error(test, "the candidate's process could not be confined: " + tail[-300:].strip())
     if failure is not None:
-        rec.update(_exception_fields(failure, lines, test, len(source_lines(candidate))))
+        rec.update(_exception_fields(failure, lines, test, len(own)))
         rec["outcome"] = outcome_of_exception(failure["exception"], failure.get("phase") == "compile",
                                               failure.get("raised") == "candidate")
     elif done is not None and done["clean"] and not resp["timed_out"]:
