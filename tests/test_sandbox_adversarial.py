@@ -219,6 +219,12 @@ CASES = {
                                  " {})('x')\n", "runtime_error"),
     "lines_into_the_test": ("    exec(compile('\\n' * 7 + 'raise ValueError(1)', '<candidate>', 'exec'))\n", "runtime_error"),
     "carriage_return_lines": ("    x = 1\r    raise ValueError(x)\n", "runtime_error"),
+    # a frame of its own file name whose line lies past the candidate's, raised at load or in a call the test makes
+    # outside an assert: the record must not quote that line of the hidden test
+    "test_line_at_load": ("    return a + b\nexec(compile('\\n' * 5 + 'raise ValueError(1)', '<candidate>', 'exec'))\n",
+                          "runtime_error"),
+    "test_line_in_a_call": ("    if (a, b) == (2, 2):\n        exec(compile('\\n' * 7 + 'raise ValueError(1)', '<candidate>', "
+                            "'exec'))\n    return a + b\n", "runtime_error"),
     # an AssertionError of the candidate's own (raised, or its own assert) is a runtime error: "failed" is the test's
     # check alone, else any crash could be passed off as the mildest failure; "Timeout" is the sandbox's bucket
     "assertion_error_raised": ("    raise AssertionError('x')\n", "runtime_error"),
@@ -358,6 +364,11 @@ def test_names_are_identifiers_and_lines_the_candidates_own(batch):
             assert named(event["function"]) and all(named(k) for k in event.get("locals", {})), (case, event)
         hidden = ("candidate(1, 2)", "candidate(2, 2)", "r == 4", "r == 5")  # IMPOSSIBLE's asserts
         assert not any(h in (rec["traceback"] or "") for h in hidden), (case, rec["traceback"])
+        failing_assert = (rec["first_failure"] or {}).get("assert")  # the judge's own line: the test's failing assert
+        quoted = rec["source_line"] or ""
+        assert quoted == failing_assert or not any(h in quoted for h in hidden + ("def check",)), (case, quoted)
+    for case in ("test_line_at_load", "test_line_in_a_call"):  # a line it reported past its own is not quoted
+        assert batch[0][case]["source_line"] is None and batch[0][case]["line"] is None, batch[0][case]
     assert batch[0]["carriage_return_lines"]["source_line"] == "raise ValueError(x)"
     assert all(r["error_type"] != "Timeout" or r["outcome"] == "timeout" for r in batch[0].values())
     assert batch[0]["forged_trace_on_a_pass"]["line_trace"] is None  # only a traced run has trace events
@@ -372,6 +383,63 @@ def test_a_judge_that_ends_after_a_sample_is_replaced_before_the_next():
     records = execute_samples([SOLVABLE], samples, SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
     assert [r["outcome"] for r in records] == ["crashed", "passed"] * 20
     assert not any(r.get("sandbox_retried") for r in records)
+
+
+def test_a_test_larger_than_a_pipe_is_judged():
+    """A problem's rewritten test reaches the judge whatever its size (1,000 asserts: about 240 KB, four times a
+    pipe's buffer); written before the fds the judge waits for first, it blocked the zygote: every sample of such a
+    problem became a sandbox_error, left out of every rate."""
+    big = Problem("adv/big", "def add(a, b):\n", "def check(candidate):\n" + "".join(
+        f"    assert candidate({i}, 1) == {i + 1}\n" for i in range(1000)), "add")
+    samples = [{"task_id": big.task_id, "completion": c} for c in ("    return a + b\n", "    return a - b\n")]
+    records = execute_samples([big], samples, SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
+    assert [r["outcome"] for r in records] == ["passed", "failed"]
+    assert records[0]["asserts_passed"] == 1000
+
+
+def test_a_samples_process_budget_is_its_own():
+    """``max_processes`` counts the sample's own processes: not the ones forked for later samples and waiting, nor
+    the judge, nor (as an ordinary user) the other workers'. Set before the sample's user namespace, the limit counted
+    every process of the uid: a sample got 0 to 11 of its 15 forks depending on where it stood, and an honest one that
+    starts a thread could fail beside a neighbour that forks."""
+    fork = ("    return a + b\n\n\nimport os, time\nn = 0\ntry:\n    while n < 100:\n        if os.fork() == 0:\n"
+            "            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint('FORKS', n)\n")
+    samples = [{"task_id": SOLVABLE.task_id, "completion": fork} for _ in range(6)]
+    records = execute_samples([SOLVABLE], samples, SandboxConfig(timeout=5.0, workers=2, max_processes=16, trace=False),
+                              progress=False)
+    assert [r["stdout_tail"].strip() for r in records] == ["FORKS 15"] * 6, [r["stdout_tail"] for r in records]
+
+
+def test_no_socket_outlives_its_sample():
+    """A sample that binds an abstract unix name and a port and keeps both alive after it is killed (each socket's fd
+    in flight in a queue) leaves nothing a later sample of the same worker can see: each sample has its own network
+    namespace (a shared one was a channel from sample to sample, a false pass by guessing one answer at a time)."""
+    bind = ("    return a + b\n\n\nimport socket, array\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "s.bind(b'\\0ieta-chan')\nfds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [s.fileno()]))]\n"
+            "s.sendmsg([b'x'], fds, 0, b'\\0ieta-chan')\nprint('BOUND')\n")
+    probe = ("    return a + b\n\n\nimport socket\nt = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ntry:\n    t.bind(b'\\0ieta-chan')\n"
+             "    print('FREE', open('/proc/net/unix').read().count('ieta-chan'))\nexcept OSError as e:\n    print('TAKEN', e.errno)\n")
+    samples = [{"task_id": SOLVABLE.task_id, "completion": c} for c in [bind] + [probe] * 3]
+    records = execute_samples([SOLVABLE], samples, SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
+    assert [r["stdout_tail"].strip() for r in records] == ["BOUND"] + ["FREE 1"] * 3, [r["stdout_tail"] for r in records]
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers known for x86_64/aarch64")
+def test_no_sample_reaches_the_kernels_keyrings():
+    """Keyrings belong to no namespace: every sample inherited its launcher's session keyring (a login's or a
+    container's, with the host's keys, possessed whatever the uid) and shared it with the next samples (a channel: a
+    false pass by guessing one answer at a time). ``keyctl``, ``add_key`` and ``request_key`` fail, also under the
+    x32 ABI's numbers."""
+    nrs = {"x86_64": (250, 248, 249), "aarch64": (219, 217, 218)}[os.uname().machine]
+    keys = ("    return a + b\n\n\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+            f"calls = (({nrs[0]}, (0, ctypes.c_long(-3), 0)), ({nrs[1]}, (b'user', b'k', b'v', 1, ctypes.c_long(-3))),\n"
+            f"         ({nrs[2]}, (b'user', b'k', None, 0)), (0x40000000 | {nrs[0]}, (0, ctypes.c_long(-3), 0)))\n"
+            "out = []\nfor nr, args in calls:\n    r = libc.syscall(nr, *args)\n"
+            "    out.append(ctypes.get_errno() if r < 0 else 'ok')\nprint('KEYS', out)\n")
+    records = execute_samples([SOLVABLE], [{"task_id": SOLVABLE.task_id, "completion": keys}],
+                              SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
+    eperm = 1
+    assert records[0]["stdout_tail"].strip() == f"KEYS {[eperm] * 4}", records[0]["stdout_tail"]
 
 
 def test_every_record_is_written_and_read_back_as_it_is(batch, tmp_path):

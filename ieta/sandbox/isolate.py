@@ -25,6 +25,12 @@ _ARCH = os.uname().machine
 SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
        "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
 INNER_UID = 1000  # the sample's uid inside its nested user namespace (ordinary-user mode)
+#: ``add_key``, ``request_key`` and ``keyctl``: the kernel's keyrings belong to no namespace, so a sample's process
+#: inherits its launcher's session keyring (a PAM login's or a container's, the host's keys in it) and shares it with
+#: every other sample (a channel from one to the next); no sample has any use for them
+KEY_SYSCALLS = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}.get(_ARCH, ())
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(_ARCH)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 #: where the new root may be assembled before pivot_root: the first that holds none of the paths bound into it
 #: (a venv under /tmp would be hidden by a tmpfs mounted on /tmp)
 ASSEMBLY_DIRS = ("/tmp", "/mnt", "/media", "/srv", "/run", "/var/tmp")
@@ -91,6 +97,9 @@ def enter(cfg):
         info["lost"].append(_err("mount/network namespaces") + "; fix: " + FIXES["mount"])
         return info
     info["namespaces"] += ["mnt", "net", "ipc", "uts"]
+    if not KEY_SYSCALLS or _AUDIT_ARCH is None:
+        info["lost"].append(f"no seccomp filter on {_ARCH}: samples can reach the kernel's keyrings (their launcher's "
+                            "session keyring, shared by every sample)")
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _build_root(cfg, info)
@@ -210,6 +219,29 @@ def drop_privileges(info, uid, nested_userns_ok=False):
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def deny_syscalls(numbers):
+    """A seccomp filter on this process and its children: ``numbers`` fail with EPERM, and so does every call of
+    another ABI (i386, x32: the same calls under other numbers). Needs ``no_new_privs``."""
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    last = 6 + len(numbers)  # the index of the final "deny"
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, _AUDIT_ARCH), (ret, 0, 0, deny), (ld, 0, 0, 0),  # arch, then the number
+            (jge, last - 5, 0, 0x40000000)]  # x32
+    prog += [(jeq, last - (6 + i), 0, n) for i, n in enumerate(numbers)] + [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*f) for f in prog])
+    fprog = _SockFprog(len(prog), filters)
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), _err("seccomp filter"))
+
+
 def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, own_proc=True):
     """Confine the calling process (a sample's candidate or judge process)."""
     if own_proc and info["minimal_root"]:
@@ -221,11 +253,22 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
     _write("/proc/self/oom_score_adj", str(oom_score_adj))
     if cgroup_procs_fd is not None:
         os.write(cgroup_procs_fd, b"0")
+    nproc = None
     for res, value in limits(cfg):
-        if value is None or res == resource.RLIMIT_NPROC and not (info["uid_drop"] or "user" in info["namespaces"]):
+        if value is None:
+            continue
+        if res == resource.RLIMIT_NPROC:
+            nproc = value
             continue
         resource.setrlimit(res, (value, value + 1 if res == resource.RLIMIT_CPU else value))
     drop_privileges(info, uid, nested_userns_ok=cfg["backend"] == "bwrap")
+    if nproc is not None and (info["uid_drop"] or "user" in info["namespaces"]):
+        # set once inside the process's own user namespace, where only its own processes count: the namespace keeps,
+        # for the uid outside (where the processes waiting for later samples and the judge are), the limit it was
+        # made under; set before, a sample's budget shrank with every process waiting beside it
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    if KEY_SYSCALLS and _AUDIT_ARCH is not None:
+        deny_syscalls(KEY_SYSCALLS)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 

@@ -58,7 +58,7 @@ def _exception_fields(info: dict, lines: list[str], test: InstrumentedTest, own:
     idx = info.get("assert")
     if not line and idx is not None and idx < len(test.assert_lines):
         line = test.assert_lines[idx]
-    if not line and info.get("frames"):
+    if not line and info.get("raised") != "candidate" and info.get("frames"):  # the judge's own frames: the test's
         line = info["frames"][-1][2]
     tail = f"{info['exception']}: {info['message']}" if info.get("message") else info["exception"]
     first = None

@@ -121,11 +121,13 @@ class Judge:
         return self.pid is not None and os.waitpid(self.pid, os.WNOHANG)[0] == 0
 
     def submit(self, req, fds):
+        """Hand it a sample: the fds first, which it waits for first, then the request (a test of any size: written
+        before them, one that overflows the pipe would block this process while the judge waits for the fds)."""
+        socket.send_fds(self.sock, [b"j"], fds)
         wire_body = marshal.dumps(req)
         view = memoryview(len(wire_body).to_bytes(4, "little") + wire_body)
         while view:
             view = view[os.write(self.jobs_w, view):]
-        socket.send_fds(self.sock, [b"j"], fds)
 
     def close(self):
         if self.pid is not None:
@@ -229,7 +231,10 @@ class Candidate:
         call_r, self.call_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
         self.child_ends = (out_w, call_r, reply_w, cg_fd)
-        self.flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC) if info["minimal_root"] else 0
+        # every namespace of kernel objects its own: in the worker's shared network namespace a sample's sockets (an
+        # abstract name, a port) outlived it while their fds were in flight, a channel to the next samples
+        self.flags = (isolate.CLONE_NEWPID | isolate.CLONE_NEWNS | isolate.CLONE_NEWIPC | isolate.CLONE_NEWNET
+                      | isolate.CLONE_NEWUTS) if info["minimal_root"] else 0
         self.pid = None
 
     @classmethod
