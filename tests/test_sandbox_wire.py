@@ -57,6 +57,78 @@ def test_decoder_fuzz_only_raises_bad_data():
         assert type(value) in (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
 
 
+def test_big_ints_round_trip_exactly_in_linear_time():
+    rng = random.Random(1)
+    values = [2**31, -(2**31) - 1, 2**45 - 1, -(2**45), 2**60, 10**4300 + 7]
+    values += [s * rng.getrandbits(b) for b in (31, 32, 59, 60, 61, 1000, 99_999, 300_001) for s in (1, -1)]
+    for v in values:
+        assert wire.loads(marshal.dumps(v, 2)) == v, v.bit_length()
+    big = rng.getrandbits(15 * (1 << 18)) | 1 << (15 * (1 << 18) - 1)  # 2**18 digits: folding them one by one took s
+    start = time.process_time()
+    assert wire.loads(marshal.dumps(-big, 2)) == -big
+    assert time.process_time() - start < 0.5
+    digit = bytearray(marshal.dumps(2**45, 2))
+    digit[-1] |= 0x80  # a 16-bit word past 15 bits is no digit
+    with pytest.raises(wire.BadData):
+        wire.loads(bytes(digit))
+
+
+def _budget(items=1000, digits=1000, nbytes=1 << 20):
+    return wire.Budget(items, digits, nbytes)
+
+
+def test_the_decoding_budget_bounds_all_messages_together():
+    b = _budget()
+    assert wire.loads(marshal.dumps([1] * 995, 2), b) == [1] * 995  # 1 + 3 + 995 items: 1 left
+    with pytest.raises(wire.OverBudget, match="1000 items"):
+        wire.loads(marshal.dumps([1, 2], 2), b)
+    with pytest.raises(wire.OverBudget, match="1000 items"):  # once over it, every later message is
+        wire.loads(marshal.dumps(None, 2), b)
+    assert issubclass(wire.OverBudget, wire.BadData)
+    for value, kind in [([[]] * 250, "items"), ({i: i for i in range(500)}, "items"),
+                        ({(1,) * 500, (2,) * 500}, "items"), (2 ** (15 * 1001), "int digits"),
+                        ([2 ** (15 * 600)] * 2, "int digits"), ("x" * (1 << 20), "bytes")]:
+        with pytest.raises(wire.OverBudget, match=kind):
+            wire.loads(marshal.dumps(value, 2), _budget())
+    assert wire.loads(marshal.dumps([[]] * 249, 2), _budget()) == [[]] * 249
+    assert wire.loads(marshal.dumps(2 ** (15 * 1000) - 1, 2), _budget()) == 2 ** (15 * 1000) - 1
+    assert wire.loads(marshal.dumps([None] * 10**6, 2)) == [None] * 10**6  # no budget: unbounded (trusted senders)
+
+
+def test_an_announced_size_past_the_budget_is_refused_before_decoding():
+    raw = b"[" + (1 << 24).to_bytes(4, "little") + b"N" * (1 << 24)  # as a candidate could write it
+    start = time.process_time()
+    with pytest.raises(wire.OverBudget):
+        wire.loads(raw, wire.Budget(*wire.ANSWERS))
+    assert time.process_time() - start < 0.05
+    many = marshal.dumps({i: None for i in range(1 << 20)}, 2)  # a dict has no count: refused as it goes past
+    start = time.process_time()
+    with pytest.raises(wire.OverBudget):
+        wire.loads(many, wire.Budget(*wire.ANSWERS))
+    assert time.process_time() - start < 2.0
+
+
+def test_the_candidates_process_copies_no_more_than_the_judge_decodes():
+    import sys
+    sys.path.insert(0, os.path.dirname(wire.__file__))
+    try:
+        import serve
+    finally:
+        sys.path.pop(0)
+    b = wire.Budget(*wire.ANSWERS)
+    for value in ([None] * (30 << 20), [[]] * (1 << 18), 1 << (15 * (1 << 18) + 15)):
+        start = time.process_time()
+        with pytest.raises(serve.NotData, match="decoding budget"):
+            serve.plain(value, b)
+        assert time.process_time() - start < 0.5
+    assert b.left == list(wire.ANSWERS)  # a copy that fails spends nothing
+    assert serve.plain([list(range(1000))] * 100, b) == [list(range(1000))] * 100
+    assert serve.builtin_of(type("ValueError", (Exception,), {})) == "Exception"
+    import json
+    assert serve.builtin_of(json.JSONDecodeError) == "ValueError"
+    assert serve.builtin_of(KeyError) == "KeyError"
+
+
 TEST = instrument_test("def check(candidate):\n    assert candidate(1) == 1\n", 2)
 GOOD = {"status": 9, "judge_status": 0, "timed_out": False, "duration": 0.01, "maxrss_kb": 1000, "out_head": b"",
         "out_tail": b"", "out_total": 0, "confined": True,

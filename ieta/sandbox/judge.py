@@ -2,8 +2,9 @@
 
 The candidate's process (``serve.py``) is another process in another PID namespace; all that comes
 back from it is decoded by ``wire.loads`` into plain data (or an ``Opaque`` stand-in), so every
-value an assert compares is built-in data or the test's own.  The report this process writes to the
-supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
+value an assert compares is built-in data or the test's own; what it decodes of a sample is bounded
+(``wire.ANSWERS``), so a huge answer fails the sample in a fraction of its time.  The report this process
+writes to the supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
 """
 
 import builtins
@@ -13,6 +14,7 @@ import random
 import socket
 import time
 
+import taxonomy
 import wire
 
 MAX_REPLY = 32 << 20
@@ -63,25 +65,45 @@ for _name in ("eq", "ne", "lt", "le", "gt", "ge", "bool", "len", "iter", "hash",
 _EXC_CACHE = {}
 
 
+def builtin_exception(name):
+    """The builtin exception class of this process named ``name`` (the candidate's process reports the nearest one
+    of its exception's class), else ``Exception``."""
+    cls = vars(builtins).get(name) if type(name) is str else None
+    if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__module__ == "builtins":
+        return cls
+    return Exception
+
+
+def _stand_in_class(name, base):
+    """A class named ``name`` (else as ``base``: a name with a NUL) derived from ``base``, else from the nearest
+    class of ``base``'s MRO that can be made without arguments (an ExceptionGroup cannot)."""
+    for shown in (name, base.__name__):
+        for parent in base.__mro__[:-1]:
+            try:
+                cls = type(shown, (parent,), {"__module__": "candidate"})
+                cls.__new__(cls)
+                return cls
+            except Exception:
+                pass
+    return type("Exception", (Exception,), {"__module__": "candidate"})
+
+
 def _reraised(rec):
-    """An exception standing for one the candidate raised, of a class with the same name."""
-    name = str(rec.get("exception", "Exception"))[:100] if isinstance(rec, dict) else "Exception"
-    cls = _EXC_CACHE.get(name)
+    """An exception standing for one the candidate raised: of a class named as the candidate's (for display only)
+    and derived from the nearest builtin class of the candidate's, so the test's ``except`` clauses catch it as they
+    would the candidate's (a class named ``ValueError`` is no ValueError; ``json.JSONDecodeError`` is one)."""
+    rec = rec if isinstance(rec, dict) else {}
+    name = str(rec.get("exception", "Exception"))[:100]
+    base = builtin_exception(rec.get("builtin"))
+    if issubclass(base, (StopIteration, StopAsyncIteration)):  # as PEP 479 does at a generator's edge: it would end
+        base = RuntimeError  # the test's own loop (map, all, any) as if the iterable were done
+    cls = _EXC_CACHE.get((name, base))
     if cls is None:
-        base = getattr(builtins, name, None)
-        if not (isinstance(base, type) and issubclass(base, BaseException)) or base is CandidateGone:
-            base = Exception
-        elif issubclass(base, (StopIteration, StopAsyncIteration)):  # as PEP 479 does at a generator's edge: it
-            base = RuntimeError  # would end the test's own loop (map, all, any) as if the iterable were done
-        try:
-            cls = type(name, (base,), {"__module__": "candidate"})
-            cls.__new__(cls)
-        except Exception:
-            cls = type(name, (Exception,), {"__module__": "candidate"})
-        _EXC_CACHE[name] = cls
+        cls = _stand_in_class(name, base)
+        _EXC_CACHE[(name, base)] = cls
     e = cls.__new__(cls)
-    e.args = (str(rec.get("message", ""))[:500],) if isinstance(rec, dict) else ()
-    e.ieta_record = rec if isinstance(rec, dict) else {}
+    e.args = (str(rec.get("message", ""))[:500],)
+    e.ieta_record = rec
     return e
 
 
@@ -132,8 +154,14 @@ def clean_record(rec, where=None):
     for f in rec.get("frames", [])[:12] if isinstance(rec.get("frames"), list) else []:
         if isinstance(f, (tuple, list)) and len(f) == 3 and _line(f[2]) is not None and f[0] in ("<candidate>", "..."):
             frames.append((f[0], _name(f[1], "<unknown>"), f[2]))
-    out = {"exception": _name(rec.get("exception"), "Exception"), "message": _text(rec.get("message"), 500),
-           "frames": frames, "raised": "candidate"}  # by the candidate's code: its name is the candidate's to choose
+    # by the candidate's code: its name is the candidate's to choose, so the outcome and bucket (which the record's
+    # name decides) are those of the class's nearest builtin: a class named MemoryError is no memory limit
+    builtin = builtin_exception(rec.get("builtin")).__name__
+    name = _name(rec.get("exception"), builtin)
+    out = {"exception": taxonomy.exception_name(name, builtin), "message": _text(rec.get("message"), 500),
+           "frames": frames, "raised": "candidate"}
+    if out["exception"] != name:
+        out["class"] = name  # the name it showed, which would have been classed as another builtin
     if _line(rec.get("line")) is not None:
         out["line"] = rec["line"]
     if where is not None:
@@ -239,13 +267,16 @@ def run(req, reply_fd, call_fd, report_fd, last=False, memory_kb=None):
     passed, failed = set(), set()
     max_events, repr_chars = req["trace_max_events"], req["trace_repr_chars"]
     offset = req.get("test_line_offset", 0)
+    answers = wire.Budget(*wire.ANSWERS)  # what this sample's messages from the candidate's process may cost to decode
 
     def receive():
         """The next answer from the candidate's process, forwarding trace events on the way."""
         while True:
             try:
                 body = wire.read_body(reply_fd, MAX_REPLY)
-                msg = None if body is None else wire.loads(body)
+                msg = None if body is None else wire.loads(body, answers)
+            except wire.OverBudget as e:  # too large to decode within the sample's time: a non-data answer (as the
+                return ("opaque", f"an answer {e}")  # candidate's process makes one), which fails every comparison
             except wire.BadData as e:
                 state["gone"] = ("garbage", f"the candidate's process sent an invalid message ({e})")
                 raise CandidateGone() from None

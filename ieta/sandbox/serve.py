@@ -2,10 +2,12 @@
 
 Nothing here decides a verdict.  The judge (``judge.py``, another process) sends
 ``("call", args, kwargs)``; this side answers ``("ret", value)`` with a plain-data copy of the result,
-``("opaque", type name)`` when the result is not plain data, or ``("raise", record)`` when the call
-raised.  Whatever the candidate does to this module only changes what it answers.
+``("opaque", type name)`` when the result is not plain data (or more than the judge decodes, ``wire.ANSWERS``), or
+``("raise", record)`` when the call raised.  Whatever the candidate does to this module only changes what it answers.
 """
 
+import builtins
+import gc
 import marshal
 import os
 import sys
@@ -21,27 +23,77 @@ class NotData(TypeError):
     pass
 
 
-def plain(v, depth=0):
-    """A copy of ``v`` built with the builtin types' own methods (subclasses lose their overrides)."""
+def plain(v, budget=None):
+    """A copy of ``v`` built with the builtin types' own methods (subclasses lose their overrides); ``NotData`` if it
+    is not plain data or (copying it spends what the judge would decoding it) more than is left of ``budget`` (a
+    ``wire.Budget``, spent only by a copy that succeeds; none: a fresh one)."""
+    budget = wire.Budget(*wire.ANSWERS) if budget is None else budget
+    saved = list(budget.left)
+    collect = gc.isenabled()
+    gc.disable()  # as the judge decodes: the containers it makes would start collections
+    try:
+        return _plain(v, 0, budget)
+    except BaseException:
+        budget.left[:] = saved
+        raise
+    finally:
+        if collect:
+            gc.enable()
+
+
+def _spend(budget, what, n):
+    budget.left[what] -= n
+    if budget.left[what] < 0:
+        raise NotData("an answer " + budget.why(what))
+
+
+def _int(v, budget):
+    if not -(1 << 31) <= v < 1 << 31:  # marshal's 15-bit digits, past 32 bits
+        _spend(budget, 1, (int.bit_length(v) + 14) // 15)
+    return v
+
+
+def _items(it, depth, budget):
+    """Plain copies of the items ``it`` yields, the commonest (exact builtin scalars) inline."""
+    out = []
+    append = out.append
+    for x in it:
+        t = type(x)
+        if t is int:
+            append(x if -(1 << 31) <= x < 1 << 31 else _int(x, budget))
+        elif t in _SCALARS:
+            append(x)
+        else:
+            append(_plain(x, depth, budget))
+    return out
+
+
+def _plain(v, depth, budget):
     t = type(v)
     if t in _SCALARS:
-        return v
+        return _int(v, budget) if t is int else v
     if depth > 100:
         raise NotData("nesting too deep")
+    items = wire.CONTAINER - 1  # what the container costs the judge's budget, its items apart
     if issubclass(t, list):
-        return [plain(x, depth + 1) for x in list.__iter__(v)]
+        _spend(budget, 0, items + list.__len__(v))
+        return _items(list.__iter__(v), depth + 1, budget)
     if issubclass(t, tuple):
-        return tuple(plain(x, depth + 1) for x in tuple.__iter__(v))
+        _spend(budget, 0, items + tuple.__len__(v))
+        return tuple(_items(tuple.__iter__(v), depth + 1, budget))
     if issubclass(t, dict):
-        return {plain(k, depth + 1): plain(x, depth + 1) for k, x in dict.items(v)}
+        _spend(budget, 0, items + 2 * dict.__len__(v))
+        return {_plain(k, depth + 1, budget): _plain(x, depth + 1, budget) for k, x in dict.items(v)}
     if issubclass(t, frozenset):
-        return frozenset(plain(x, depth + 1) for x in frozenset.__iter__(v))
+        _spend(budget, 0, items + frozenset.__len__(v))
+        return frozenset(_items(frozenset.__iter__(v), depth + 1, budget))
     if issubclass(t, set):
-        return {plain(x, depth + 1) for x in set.__iter__(v)}
+        _spend(budget, 0, items + set.__len__(v))
+        return set(_items(set.__iter__(v), depth + 1, budget))
     if issubclass(t, bool):
         return bool(int.__int__(v))
     if issubclass(t, int):
-        return int.__int__(v)
+        return _int(int.__int__(v), budget)
     if issubclass(t, float):
         return float.__float__(v)
     if issubclass(t, str):
@@ -66,8 +118,24 @@ def safe_str(e, limit=500):
         return "<unprintable>"
 
 
+# the builtin exception classes, by id (a class's own ``__eq__``/``__hash__`` play no part), taken before any
+# candidate code runs
+_BUILTIN_EXCEPTIONS = {id(c): n for n, c in vars(builtins).items()
+                       if isinstance(c, type) and issubclass(c, BaseException) and c.__name__ == n}
+_MRO = type.__dict__["__mro__"].__get__  # the class's real MRO, which ``except`` matches by (not a metaclass's)
+
+
+def builtin_of(cls) -> str:
+    """The name of the nearest builtin exception class in ``cls``'s MRO (``json.JSONDecodeError``: ValueError;
+    ``type('ValueError', (Exception,), {})``: Exception); the judge re-raises the call's exception as one of that."""
+    try:
+        return next(_BUILTIN_EXCEPTIONS[id(c)] for c in _MRO(cls) if id(c) in _BUILTIN_EXCEPTIONS)
+    except BaseException:
+        return "BaseException"
+
+
 def exc_record(e):
-    """Class name, message and the candidate's frames of ``e``."""
+    """Class name, nearest builtin exception class, message and the candidate's frames of ``e``."""
     frames = []
     tb = e.__traceback__
     while tb is not None:
@@ -77,7 +145,8 @@ def exc_record(e):
         tb = tb.tb_next
     if len(frames) > 12:
         frames = frames[:4] + [("...", f"{len(frames) - 10} frames", 0)] + frames[-6:]
-    rec = {"exception": str(type(e).__name__), "message": safe_str(e), "frames": frames}
+    rec = {"exception": str(type(e).__name__), "builtin": builtin_of(type(e)), "message": safe_str(e),
+           "frames": frames}
     if isinstance(e, SyntaxError):
         rec.update(message=safe_str(e.msg), line=int(e.lineno or 0))
     return rec
@@ -98,7 +167,7 @@ def run(req, call_fd, reply_fd):
         _flush()
         wire.write(reply_fd, obj)
 
-    for name in ("serve", "tracer", "wire", "zygote", "judge", "isolate"):
+    for name in ("serve", "tracer", "wire", "zygote", "judge", "isolate", "taxonomy"):
         sys.modules.pop(name, None)
     if "random" in sys.modules:  # forked without Python's at-fork reseed: not the zygote's stream (nor the judge's)
         sys.modules["random"].seed()
@@ -122,6 +191,7 @@ def run(req, call_fd, reply_fd):
         os._exit(0)
     send(("ready", None))
     dumps = marshal.dumps
+    answers = wire.Budget(*wire.ANSWERS)  # the judge's for this sample, spent as it will spend it
     while True:
         head = wire.read_exact(call_fd, 4)
         if head is None:
@@ -130,9 +200,13 @@ def run(req, call_fd, reply_fd):
         try:
             result = fn(*args, **kwargs)
             try:
-                body = dumps(("ret", plain(result)), 2)
+                body = dumps(("ret", plain(result, answers)), 2)
                 if len(body) > MAX_REPLY:
                     body = dumps(("opaque", f"a result of {len(body)} bytes"), 2)
+                elif len(body) > answers.left[2]:
+                    body = dumps(("opaque", "an answer " + answers.why(2)), 2)
+                else:
+                    answers.left[2] -= len(body)
             except (NotData, ValueError, RecursionError, MemoryError) as e:
                 body = dumps(("opaque", safe_str(e, 100) if isinstance(e, NotData) else type(e).__name__), 2)
         except BaseException as e:

@@ -37,3 +37,15 @@ def outcome_of_exception(exception: str, compiling: bool = False, by_candidate: 
     if exception == "MemoryError":
         return "memory_limit"
     return "runtime_error"
+
+
+def exception_name(name: str, builtin: str) -> str:
+    """The name a record gives an exception the candidate's code raised, of a class named ``name`` whose nearest
+    builtin exception class is ``builtin``: ``name``, unless the record's outcome or bucket (both decided by its name)
+    would then be another than ``builtin``'s, then ``builtin``.  A class may be named anything: ``type('MemoryError',
+    (Exception,), {})`` is no memory limit (``Exception``), while ``json.JSONDecodeError`` keeps its name."""
+    if name == builtin or (bucket(name) == bucket(builtin)
+                           and outcome_of_exception(name, by_candidate=True)
+                           == outcome_of_exception(builtin, by_candidate=True)):
+        return name
+    return builtin
