@@ -436,10 +436,15 @@ def test_no_sample_reaches_the_kernels_keyrings():
             f"         ({nrs[2]}, (b'user', b'k', None, 0)), (0x40000000 | {nrs[0]}, (0, ctypes.c_long(-3), 0)))\n"
             "out = []\nfor nr, args in calls:\n    r = libc.syscall(nr, *args)\n"
             "    out.append(ctypes.get_errno() if r < 0 else 'ok')\nprint('KEYS', out)\n")
-    records = execute_samples([SOLVABLE], [{"task_id": SOLVABLE.task_id, "completion": keys}],
+    memfd = ("    return a + b\n\n\nimport os\ntry:\n    os.memfd_create('m')\n    print('MEMFD ok')\n"
+             "except OSError as e:\n    print('MEMFD', e.errno)\n")
+    records = execute_samples([SOLVABLE], [{"task_id": SOLVABLE.task_id, "completion": c} for c in (keys, memfd)],
                               SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
     eperm = 1
     assert records[0]["stdout_tail"].strip() == f"KEYS {[eperm] * 4}", records[0]["stdout_tail"]
+    # nor memory outside its limits: a memfd is in no address space (RLIMIT_AS) and in no process's count that the
+    # OOM killer reads (64 of 16 MB per process)
+    assert records[1]["stdout_tail"].strip() == f"MEMFD {eperm}", records[1]["stdout_tail"]
 
 
 def test_every_record_is_written_and_read_back_as_it_is(batch, tmp_path):

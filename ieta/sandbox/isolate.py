@@ -25,10 +25,13 @@ _ARCH = os.uname().machine
 SYS = {"x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
        "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91}}.get(_ARCH, {})
 INNER_UID = 1000  # the sample's uid inside its nested user namespace (ordinary-user mode)
-#: ``add_key``, ``request_key`` and ``keyctl``: the kernel's keyrings belong to no namespace, so a sample's process
-#: inherits its launcher's session keyring (a PAM login's or a container's, the host's keys in it) and shares it with
-#: every other sample (a channel from one to the next); no sample has any use for them
-KEY_SYSCALLS = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}.get(_ARCH, ())
+#: the calls a sample's processes may not make (seccomp), none of use to a solution:
+#: - ``add_key``, ``request_key`` and ``keyctl``: the kernel's keyrings belong to no namespace, so a sample's process
+#:   inherits its launcher's session keyring (a PAM login's or a container's, the host's keys in it) and shares it with
+#:   every other sample (a channel from one to the next);
+#: - ``memfd_create``: its memory is in no process's address space, so outside RLIMIT_AS and unseen by the OOM
+#:   killer's count of the sample (which would kill another process first), 64 files of 16 MB per process
+DENIED_SYSCALLS = {"x86_64": (248, 249, 250, 319), "aarch64": (217, 218, 219, 279)}.get(_ARCH, ())
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(_ARCH)
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 #: where the new root may be assembled before pivot_root: the first that holds none of the paths bound into it
@@ -97,9 +100,9 @@ def enter(cfg):
         info["lost"].append(_err("mount/network namespaces") + "; fix: " + FIXES["mount"])
         return info
     info["namespaces"] += ["mnt", "net", "ipc", "uts"]
-    if not KEY_SYSCALLS or _AUDIT_ARCH is None:
+    if not DENIED_SYSCALLS or _AUDIT_ARCH is None:
         info["lost"].append(f"no seccomp filter on {_ARCH}: samples can reach the kernel's keyrings (their launcher's "
-                            "session keyring, shared by every sample)")
+                            "session keyring, shared by every sample) and memory outside their limits (memfd_create)")
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _build_root(cfg, info)
@@ -267,8 +270,8 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
         # for the uid outside (where the processes waiting for later samples and the judge are), the limit it was
         # made under; set before, a sample's budget shrank with every process waiting beside it
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    if KEY_SYSCALLS and _AUDIT_ARCH is not None:
-        deny_syscalls(KEY_SYSCALLS)
+    if DENIED_SYSCALLS and _AUDIT_ARCH is not None:
+        deny_syscalls(DENIED_SYSCALLS)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
