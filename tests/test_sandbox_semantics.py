@@ -18,6 +18,9 @@ RAISES = Problem("sem/sqrt", "def root(x):\n", "def check(candidate):\n    asser
                  "    try:\n        candidate(-1)\n        assert False, 'no ValueError'\n    except ValueError:\n"
                  "        pass\n", "root")
 POSITIVE = "    if x >= 0:\n        return int(x ** 0.5)\n"
+# an honest test that calls often for moderate answers: 2,000 lists of 600, more than one answer's budget in all
+MANY = Problem("sem/many", "def upto(n):\n", "def check(candidate):\n    for _ in range(2000):\n"
+               "        assert candidate(600) == list(range(600))\n", "upto")
 
 
 def _raw_reply(expr: str) -> str:
@@ -56,10 +59,11 @@ EXCEPTIONS = {  # (problem, body, expected outcome)
 def records():
     cases = {**{k: (p, b) for k, (p, b) in HUGE.items()}, **{k: (p, b) for k, (p, b, _) in EXCEPTIONS.items()},
              "long_right_answer": (RANGE, "    return list(range(n))\n"),
-             "long_wrong_answer": (RANGE, "    return list(range(n + 1))\n")}
+             "long_wrong_answer": (RANGE, "    return list(range(n + 1))\n"),
+             "many_moderate_answers": (MANY, "    return list(range(n))\n")}
     samples = [{"task_id": p.task_id, "completion": b, "case": name} for name, (p, b) in cases.items()]
     config = SandboxConfig(workers=1, timeout=TIMEOUT, trace=False, base_uid=65000)
-    recs = execute_samples([ADD, RANGE, RAISES], samples, config, progress=False)
+    recs = execute_samples([ADD, RANGE, RAISES, MANY], samples, config, progress=False)
     return {r["case"]: r for r in recs}
 
 
@@ -94,3 +98,10 @@ def test_a_fake_builtin_name_is_recorded_as_its_builtin(records):
     assert records["fake_memory_error"]["error_type"] == "Other"
     assert records["fake_value_error"]["exception"] == "Exception"
     assert records["fake_value_error"]["error_type"] == "Other"
+
+
+def test_the_budget_is_each_answers_not_the_samples(records):
+    """A correct solution that a test calls 2,000 times for lists of 600 passes: shared by all of a sample's answers,
+    the budget failed it as a non-data answer."""
+    rec = records["many_moderate_answers"]
+    assert rec["outcome"] == "passed", (rec["outcome"], rec["message"])

@@ -2,7 +2,7 @@
 
 The candidate's process (``serve.py``) is another process in another PID namespace; all that comes
 back from it is decoded by ``wire.loads`` into plain data (or an ``Opaque`` stand-in), so every
-value an assert compares is built-in data or the test's own; what it decodes of a sample is bounded
+value an assert compares is built-in data or the test's own; what it decodes of each message is bounded
 (``wire.ANSWERS``), so a huge answer fails the sample in a fraction of its time.  The report this process
 writes to the supervisor is the only thing the verdict is built from.  Never imports ``ieta``.
 """
@@ -267,14 +267,13 @@ def run(req, reply_fd, call_fd, report_fd, last=False, memory_kb=None):
     passed, failed = set(), set()
     max_events, repr_chars = req["trace_max_events"], req["trace_repr_chars"]
     offset = req.get("test_line_offset", 0)
-    answers = wire.Budget(*wire.ANSWERS)  # what this sample's messages from the candidate's process may cost to decode
 
     def receive():
         """The next answer from the candidate's process, forwarding trace events on the way."""
         while True:
             try:
                 body = wire.read_body(reply_fd, MAX_REPLY)
-                msg = None if body is None else wire.loads(body, answers)
+                msg = None if body is None else wire.loads(body, wire.Budget(*wire.ANSWERS))
             except wire.OverBudget as e:  # too large to decode within the sample's time: a non-data answer (as the
                 return ("opaque", f"an answer {e}")  # candidate's process makes one), which fails every comparison
             except wire.BadData as e:

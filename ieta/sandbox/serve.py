@@ -191,7 +191,6 @@ def run(req, call_fd, reply_fd):
         os._exit(0)
     send(("ready", None))
     dumps = marshal.dumps
-    answers = wire.Budget(*wire.ANSWERS)  # the judge's for this sample, spent as it will spend it
     while True:
         head = wire.read_exact(call_fd, 4)
         if head is None:
@@ -200,13 +199,12 @@ def run(req, call_fd, reply_fd):
         try:
             result = fn(*args, **kwargs)
             try:
-                body = dumps(("ret", plain(result, answers)), 2)
+                answer = wire.Budget(*wire.ANSWERS)  # what the judge will spend decoding it
+                body = dumps(("ret", plain(result, answer)), 2)
                 if len(body) > MAX_REPLY:
                     body = dumps(("opaque", f"a result of {len(body)} bytes"), 2)
-                elif len(body) > answers.left[2]:
-                    body = dumps(("opaque", "an answer " + answers.why(2)), 2)
-                else:
-                    answers.left[2] -= len(body)
+                elif len(body) > answer.left[2]:
+                    body = dumps(("opaque", "an answer " + answer.why(2)), 2)
             except (NotData, ValueError, RecursionError, MemoryError) as e:
                 body = dumps(("opaque", safe_str(e, 100) if isinstance(e, NotData) else type(e).__name__), 2)
         except BaseException as e:

@@ -47,9 +47,10 @@ class Budget:
         return f"over the decoding budget of {self.limits[what]} {('items', 'int digits', 'bytes')[what]}"
 
 
-# what the judge decodes of one sample's messages from the candidate's process, all calls together (and what that
-# process copies and sends of its answers): a few tenths of a second of decoding, whatever the answers are; an
-# answer of 10**6 numbers, 250,000 lists or ints of 3.9 million bits fits
+# what the judge decodes of each message from the candidate's process (and what that process copies and sends of each
+# answer): a few tenths of a second of decoding, whatever the answer is; an answer of 10**6 numbers, 250,000 lists or
+# ints of 3.9 million bits fits. Per message, not per sample: a test that calls 2,000 times for lists of 600 is honest
+# (shared, the budget failed a correct solution there); many answers near it run the sample's own clock out
 ANSWERS = (1 << 20, 1 << 18, 1 << 26)
 _UNBOUNDED = [float("inf")] * 3
 
