@@ -447,6 +447,30 @@ def test_no_sample_reaches_the_kernels_keyrings():
     assert records[1]["stdout_tail"].strip() == f"MEMFD {eperm}", records[1]["stdout_tail"]
 
 
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers known for x86_64/aarch64")
+def test_no_sample_evicts_or_reads_the_page_cache():
+    """The page cache belongs to no namespace: a sample that evicted pages of the shared read-only files (fadvise,
+    madvise's MADV_PAGEOUT) and a later one that timed its reads of them had a channel (a false pass, one guess per
+    sample). Evicting, loading ahead and reading residency fail; freeing one's own memory (MADV_DONTNEED) works."""
+    nrs = {"x86_64": (187, 27), "aarch64": (213, 232)}[os.uname().machine]  # readahead, mincore
+    probe = ("    return a + b\n\n\nimport ctypes, mmap, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+             "libc.syscall.restype = ctypes.c_long\nout = []\nfd = os.open(os.__file__, os.O_RDONLY)\n"
+             "try:\n    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\n    out.append('ok')\n"
+             "except OSError as e:\n    out.append(e.errno)\n"
+             "m = mmap.mmap(fd, 4096, access=mmap.ACCESS_COPY)\n"
+             "for advice in (21, 20, 4):  # MADV_PAGEOUT, MADV_COLD, MADV_DONTNEED\n"
+             "    try:\n        m.madvise(advice)\n        out.append('ok')\n    except OSError as e:\n        out.append(e.errno)\n"
+             f"r = libc.syscall({nrs[0]}, fd, 0, 4096)\nout.append(ctypes.get_errno() if r < 0 else 'ok')\n"
+             "vec = ctypes.create_string_buffer(1)\n"
+             f"r = libc.syscall({nrs[1]}, ctypes.addressof(ctypes.c_char.from_buffer(m)), 4096, vec)\n"
+             "out.append(ctypes.get_errno() if r < 0 else 'ok')\nprint('CACHE', out)\n")
+    records = execute_samples([SOLVABLE], [{"task_id": SOLVABLE.task_id, "completion": probe}],
+                              SandboxConfig(timeout=5.0, workers=1, trace=False), progress=False)
+    eperm = 1
+    assert records[0]["stdout_tail"].strip() == f"CACHE {[eperm, eperm, eperm, 'ok', eperm, eperm]}", \
+        (records[0]["stdout_tail"], records[0]["message"])
+
+
 def test_every_record_is_written_and_read_back_as_it_is(batch, tmp_path):
     """Whatever a sample printed or raised (lone surrogates, which UTF-8 cannot hold, included), its record is written
     and reads back equal: one record can never cost a batch its output file."""

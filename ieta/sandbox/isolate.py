@@ -30,8 +30,14 @@ INNER_UID = 1000  # the sample's uid inside its nested user namespace (ordinary-
 #:   inherits its launcher's session keyring (a PAM login's or a container's, the host's keys in it) and shares it with
 #:   every other sample (a channel from one to the next);
 #: - ``memfd_create``: its memory is in no process's address space, so outside RLIMIT_AS and unseen by the OOM
-#:   killer's count of the sample (which would kill another process first), 64 files of 16 MB per process
-DENIED_SYSCALLS = {"x86_64": (248, 249, 250, 319), "aarch64": (217, 218, 219, 279)}.get(_ARCH, ())
+#:   killer's count of the sample (which would kill another process first), 64 files of 16 MB per process;
+#: - ``fadvise64``, ``readahead``, ``mincore``, ``cachestat`` and ``process_madvise`` (and ``madvise``'s MADV_COLD and
+#:   MADV_PAGEOUT): the page cache belongs to no namespace either, and evicting, loading or reading the residency of
+#:   pages of the shared read-only files was a channel from one sample to the next (timed reads tell cached pages)
+DENIED_SYSCALLS = {"x86_64": (248, 249, 250, 319, 221, 187, 27, 451, 440),
+                   "aarch64": (217, 218, 219, 279, 223, 213, 232, 451, 440)}.get(_ARCH, ())
+MADVISE = {"x86_64": 28, "aarch64": 233}.get(_ARCH)
+MADV_COLD, MADV_PAGEOUT = 20, 21
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(_ARCH)
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 #: where the new root may be assembled before pivot_root: the first that holds none of the paths bound into it
@@ -230,15 +236,22 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def deny_syscalls(numbers):
-    """A seccomp filter on this process and its children: ``numbers`` fail with EPERM, and so does every call of
-    another ABI (i386, x32: the same calls under other numbers). Needs ``no_new_privs``."""
+def deny_syscalls(numbers, madvise=None, advice=()):
+    """A seccomp filter on this process and its children: ``numbers`` fail with EPERM, so does the call ``madvise``
+    with an ``advice`` (its third argument), and so does every call of another ABI (i386, x32: the same calls under
+    other numbers). Needs ``no_new_privs``."""
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
     allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
-    last = 6 + len(numbers)  # the index of the final "deny"
+    k, a = len(numbers), len(advice)
+    last = 8 + k + a  # the index of the final "deny" (the "allow" before it)
     prog = [(ld, 0, 0, 4), (jeq, 1, 0, _AUDIT_ARCH), (ret, 0, 0, deny), (ld, 0, 0, 0),  # arch, then the number
             (jge, last - 5, 0, 0x40000000)]  # x32
-    prog += [(jeq, last - (6 + i), 0, n) for i, n in enumerate(numbers)] + [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    prog += [(jeq, last - (6 + i), 0, n) for i, n in enumerate(numbers)]
+    # madvise: its advice (seccomp_data.args[2], low word, at 32), else allowed
+    prog += [(jeq, 0, a + 1, -1 if madvise is None else madvise), (ld, 0, 0, 32)]
+    prog += [(jeq, last - (7 + k + j) - 1, 0, v) for j, v in enumerate(advice)]
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    assert len(prog) == last + 1
     filters = (_SockFilter * len(prog))(*[_SockFilter(*f) for f in prog])
     fprog = _SockFprog(len(prog), filters)
     if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
@@ -271,7 +284,7 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
         # made under; set before, a sample's budget shrank with every process waiting beside it
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     if DENIED_SYSCALLS and _AUDIT_ARCH is not None:
-        deny_syscalls(DENIED_SYSCALLS)
+        deny_syscalls(DENIED_SYSCALLS, MADVISE, (MADV_COLD, MADV_PAGEOUT))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
