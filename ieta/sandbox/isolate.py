@@ -39,6 +39,7 @@ DENIED_SYSCALLS = {"x86_64": (248, 249, 250, 319, 221, 187, 27, 451, 440),
 MADVISE = {"x86_64": 28, "aarch64": 233}.get(_ARCH)
 MADV_COLD, MADV_PAGEOUT = 20, 21
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(_ARCH)
+SECCOMP = bool(DENIED_SYSCALLS) and _AUDIT_ARCH is not None  # the filter's numbers are known on this architecture
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 #: where the new root may be assembled before pivot_root: the first that holds none of the paths bound into it
 #: (a venv under /tmp would be hidden by a tmpfs mounted on /tmp)
@@ -106,9 +107,10 @@ def enter(cfg):
         info["lost"].append(_err("mount/network namespaces") + "; fix: " + FIXES["mount"])
         return info
     info["namespaces"] += ["mnt", "net", "ipc", "uts"]
-    if not DENIED_SYSCALLS or _AUDIT_ARCH is None:
+    if not SECCOMP:
         info["lost"].append(f"no seccomp filter on {_ARCH}: samples can reach the kernel's keyrings (their launcher's "
-                            "session keyring, shared by every sample) and memory outside their limits (memfd_create)")
+                            "session keyring, shared by every sample), memory outside their limits (memfd_create) and "
+                            "the page cache's eviction and residency")
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _build_root(cfg, info)
@@ -283,7 +285,7 @@ def confine(cfg, info, uid, tmp_size_mb, oom_score_adj, cgroup_procs_fd=None, ow
         # for the uid outside (where the processes waiting for later samples and the judge are), the limit it was
         # made under; set before, a sample's budget shrank with every process waiting beside it
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    if DENIED_SYSCALLS and _AUDIT_ARCH is not None:
+    if SECCOMP:
         deny_syscalls(DENIED_SYSCALLS, MADVISE, (MADV_COLD, MADV_PAGEOUT))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
